@@ -1,0 +1,1 @@
+//! Exact tiktoken-compatible BPE.

@@ -1,0 +1,1 @@
+//! Tollgate proxy-wasm filter.

@@ -1,0 +1,1 @@
+//! Tollgate test support: simulated provider and harness.

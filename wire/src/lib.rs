@@ -1,0 +1,1 @@
+//! Wire types shared by the filter and the cache service.
