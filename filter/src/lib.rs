@@ -1,1 +1,124 @@
-//! Tollgate proxy-wasm filter.
+//! Tollgate proxy-wasm HTTP filter for Envoy: a thin layer of host glue over `tollgate-core`.
+//!
+//! - [`abi`]: the only `unsafe` code, non-panicking wrappers over the proxy-wasm ABI.
+//! - [`host`]: the narrow `Host` trait (real Envoy or a test fake).
+//! - [`glue`]: callbacks -> `Exchange` transitions -> host calls.
+//! - here: the proxy-wasm root and HTTP contexts, and the panic hook.
+
+pub mod abi;
+pub mod glue;
+pub mod host;
+
+use std::cell::RefCell;
+use std::rc::Rc;
+
+use proxy_wasm::traits::{Context, HttpContext, RootContext};
+use proxy_wasm::types::{Action, ContextType, LogLevel};
+use tollgate_core::Config;
+
+use crate::glue::{Flow, Plugin, SharedPlugin, Stream};
+use crate::host::EnvoyHost;
+
+proxy_wasm::main! {{
+    proxy_wasm::set_log_level(LogLevel::Info);
+    // A panic kills this VM and every request on its worker. The code is written not to panic;
+    // if it ever does, say so loudly in Envoy's log.
+    std::panic::set_hook(Box::new(|info| {
+        abi::log(LogLevel::Critical, &format!("tollgate: panic, VM is now unusable: {info}"));
+    }));
+    proxy_wasm::set_root_context(|_| -> Box<dyn RootContext> {
+        Box::new(Root { plugin: Rc::new(RefCell::new(None)) })
+    });
+}}
+
+struct Root {
+    plugin: SharedPlugin,
+}
+
+impl Context for Root {}
+
+impl RootContext for Root {
+    fn on_configure(&mut self, size: usize) -> bool {
+        let bytes =
+            match abi::get_buffer(proxy_wasm::types::BufferType::PluginConfiguration, 0, size) {
+                Ok(b) => b,
+                Err(e) => {
+                    abi::log(
+                        LogLevel::Error,
+                        &format!(
+                            "tollgate: cannot read plugin configuration: host status {}",
+                            e.0
+                        ),
+                    );
+                    return false;
+                }
+            };
+        match Config::from_json(&bytes) {
+            Ok(cfg) => {
+                let models = cfg.prices.len();
+                let stop = cfg.stop_on_headers;
+                let Ok(mut slot) = self.plugin.try_borrow_mut() else {
+                    return false;
+                };
+                *slot = Some(Plugin::new(cfg, abi::now_nanos()));
+                abi::log(
+                    LogLevel::Info,
+                    &format!("tollgate: configured ({models} priced models, stopOnHeaders={stop})"),
+                );
+                true
+            }
+            Err(reason) => {
+                abi::log(
+                    LogLevel::Error,
+                    &format!("tollgate: configuration refused: {reason}"),
+                );
+                false
+            }
+        }
+    }
+
+    fn create_http_context(&self, context_id: u32) -> Option<Box<dyn HttpContext>> {
+        Some(Box::new(Http {
+            stream: Stream::new(EnvoyHost, self.plugin.clone(), context_id),
+        }))
+    }
+
+    fn get_type(&self) -> Option<ContextType> {
+        Some(ContextType::HttpContext)
+    }
+}
+
+struct Http {
+    stream: Stream<EnvoyHost>,
+}
+
+fn action(flow: Flow) -> Action {
+    match flow {
+        Flow::Continue => Action::Continue,
+        Flow::Pause => Action::Pause,
+    }
+}
+
+impl Context for Http {}
+
+impl HttpContext for Http {
+    fn on_http_request_headers(&mut self, _num_headers: usize, end_of_stream: bool) -> Action {
+        action(self.stream.on_request_headers(end_of_stream))
+    }
+
+    fn on_http_request_body(&mut self, body_size: usize, end_of_stream: bool) -> Action {
+        action(self.stream.on_request_body(body_size, end_of_stream))
+    }
+
+    fn on_http_response_headers(&mut self, _num_headers: usize, end_of_stream: bool) -> Action {
+        action(self.stream.on_response_headers(end_of_stream))
+    }
+
+    fn on_http_response_body(&mut self, body_size: usize, end_of_stream: bool) -> Action {
+        action(self.stream.on_response_body(body_size, end_of_stream))
+    }
+
+    fn on_log(&mut self) {
+        self.stream.on_log();
+    }
+}

@@ -1,0 +1,554 @@
+//! Filter configuration: `RawConfig` (serde, camelCase, unknown fields refused) compiled into a
+//! validated `Config`. `on_configure` refuses the plugin (Envoy rejects the config) when
+//! compilation fails, with the reason logged.
+
+use std::collections::HashMap;
+
+use serde::Deserialize;
+use tollgate_bpe::Encoding;
+
+use crate::pricing::{PriceTable, RawModelPrice};
+
+/// Default header carrying the tenant id.
+pub const DEFAULT_TENANT_HEADER: &str = "x-tollgate-tenant";
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct RawConfig {
+    #[serde(default)]
+    pub tenant: RawTenant,
+    #[serde(default)]
+    pub limits: RawLimits,
+    #[serde(default)]
+    pub max_tokens: RawMaxTokens,
+    #[serde(default)]
+    pub pricing: RawPricing,
+    #[serde(default)]
+    pub tokenizer: RawTokenizer,
+    #[serde(default)]
+    pub metrics: RawMetrics,
+    /// Pause request/response headers until the body is seen. Requires Envoy's
+    /// `allow_on_headers_stop_iteration: true` in the Wasm `PluginConfig` (Envoy >= 1.35); without
+    /// it a paused request hangs. Enables setting headers derived from the body (response usage
+    /// headers on non-streamed responses). Istio's `WasmPlugin` cannot set that field: keep `false`.
+    #[serde(default)]
+    pub stop_on_headers: bool,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct RawTenant {
+    /// Ordered sources: `"header:<name>"`, `"api-key"` (hash of `authorization: Bearer …` or
+    /// `x-api-key`). First match wins. Default: `["header:x-tollgate-tenant", "api-key"]`.
+    pub sources: Option<Vec<String>>,
+    /// Tenant used when no source matches. Default `"anonymous"`.
+    pub default: Option<String>,
+    /// Salt mixed into API-key hashes (so hashes differ between deployments). Default empty.
+    pub key_salt: Option<String>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct RawLimits {
+    /// Largest request body accepted, in bytes (413 above). Default 1 MiB. Keep it below Envoy's
+    /// `per_connection_buffer_limit_bytes`, or Envoy answers 413 itself in plain text.
+    pub max_request_bytes: Option<u64>,
+    /// Largest non-streamed response held back to put usage headers on it. Larger responses are
+    /// passed through and metered at the end (usage then only in stats and the access log).
+    pub max_response_buffer_bytes: Option<u64>,
+}
+
+#[derive(Debug, Default, Deserialize, Clone, Copy)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct RawMaxTokensRule {
+    /// Inserted when the request has none (`null` disables insertion for OpenAI APIs).
+    pub default: Option<u64>,
+    /// Upper bound; larger requests are clamped to it.
+    pub cap: Option<u64>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct RawMaxTokens {
+    #[serde(default = "default_max_tokens_default")]
+    pub default: Option<u64>,
+    #[serde(default)]
+    pub cap: Option<u64>,
+    /// Per model (exact name, or prefix ending in `*`).
+    #[serde(default)]
+    pub models: HashMap<String, RawMaxTokensRule>,
+    /// Per tenant.
+    #[serde(default)]
+    pub tenants: HashMap<String, RawMaxTokensRule>,
+    /// Values above this are refused with 400 rather than clamped. Default 10,000,000.
+    #[serde(default)]
+    pub reject_above: Option<u64>,
+}
+
+fn default_max_tokens_default() -> Option<u64> {
+    Some(4096)
+}
+
+impl Default for RawMaxTokens {
+    fn default() -> Self {
+        RawMaxTokens {
+            default: default_max_tokens_default(),
+            cap: None,
+            models: HashMap::new(),
+            tenants: HashMap::new(),
+            reject_above: None,
+        }
+    }
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct RawPricing {
+    /// Use the embedded LiteLLM table (default true).
+    #[serde(default = "yes")]
+    pub builtin: bool,
+    /// Added or overriding models (LiteLLM fields, or `inputPerMillion`/`outputPerMillion`/…).
+    #[serde(default)]
+    pub models: HashMap<String, RawModelPrice>,
+    /// Alias -> priced model name.
+    #[serde(default)]
+    pub aliases: HashMap<String, String>,
+}
+
+fn yes() -> bool {
+    true
+}
+
+impl Default for RawPricing {
+    fn default() -> Self {
+        RawPricing {
+            builtin: true,
+            models: HashMap::new(),
+            aliases: HashMap::new(),
+        }
+    }
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct RawTokenizer {
+    /// Model (exact or prefix ending in `*`) -> `"cl100k_base"` | `"o200k_base"`; these counts
+    /// are then exact. Checked before the built-in families.
+    #[serde(default)]
+    pub models: HashMap<String, String>,
+    /// Claude estimate: cl100k_base count times this ratio (default 1.1).
+    pub anthropic_ratio: Option<f64>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct RawMetrics {
+    /// Distinct tenants given their own metric tag; later ones are tagged `other`. Default 100.
+    pub max_tenants: Option<usize>,
+    /// Distinct models given their own metric tag; later ones are tagged `other`. Default 100.
+    pub max_models: Option<usize>,
+}
+
+/// Where the tenant id comes from.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum TenantSource {
+    Header(String),
+    ApiKey,
+}
+
+#[derive(Clone, Debug)]
+pub struct TenantPolicy {
+    pub sources: Vec<TenantSource>,
+    pub default: String,
+    pub key_salt: String,
+}
+
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct MaxTokensRule {
+    pub default: Option<u64>,
+    pub cap: Option<u64>,
+}
+
+#[derive(Clone, Debug)]
+pub struct MaxTokensPolicy {
+    pub default: Option<u64>,
+    pub cap: Option<u64>,
+    pub models: Vec<(Pattern, MaxTokensRule)>,
+    pub tenants: HashMap<String, MaxTokensRule>,
+    pub reject_above: u64,
+}
+
+/// An exact model name or a prefix (`gpt-4o*`).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Pattern {
+    Exact(String),
+    Prefix(String),
+}
+
+impl Pattern {
+    pub fn parse(s: &str) -> Result<Self, String> {
+        match s.strip_suffix('*') {
+            Some(p) if p.contains('*') => {
+                Err(format!("pattern {s:?}: only a trailing * is allowed"))
+            }
+            Some(p) => Ok(Pattern::Prefix(p.to_string())),
+            None if s.contains('*') => Err(format!("pattern {s:?}: only a trailing * is allowed")),
+            None if s.is_empty() => Err("empty model pattern".into()),
+            None => Ok(Pattern::Exact(s.to_string())),
+        }
+    }
+
+    pub fn matches(&self, model: &str) -> bool {
+        match self {
+            Pattern::Exact(e) => e == model,
+            Pattern::Prefix(p) => model.starts_with(p.as_str()),
+        }
+    }
+
+    /// Exact patterns first, then longer prefixes.
+    fn specificity(&self) -> usize {
+        match self {
+            Pattern::Exact(_) => usize::MAX,
+            Pattern::Prefix(p) => p.len(),
+        }
+    }
+}
+
+/// Sorts patterns so the most specific match is found first.
+fn by_specificity<T>(mut v: Vec<(Pattern, T)>) -> Vec<(Pattern, T)> {
+    v.sort_by(|a, b| b.0.specificity().cmp(&a.0.specificity()));
+    v
+}
+
+#[derive(Clone, Debug)]
+pub struct TokenizerPolicy {
+    pub models: Vec<(Pattern, Encoding)>,
+    /// Claude estimate ratio in thousandths (1100 = 1.1).
+    pub anthropic_ratio_milli: u64,
+}
+
+#[derive(Clone, Debug)]
+pub struct MetricsPolicy {
+    pub max_tenants: usize,
+    pub max_models: usize,
+}
+
+/// The validated configuration.
+#[derive(Clone, Debug)]
+pub struct Config {
+    pub tenant: TenantPolicy,
+    pub max_request_bytes: u64,
+    pub max_response_buffer_bytes: u64,
+    pub max_tokens: MaxTokensPolicy,
+    pub prices: PriceTable,
+    pub tokenizer: TokenizerPolicy,
+    pub metrics: MetricsPolicy,
+    pub stop_on_headers: bool,
+}
+
+impl Config {
+    /// Parses and compiles a JSON configuration. Empty input means all defaults.
+    pub fn from_json(bytes: &[u8]) -> Result<Self, String> {
+        let trimmed = bytes.iter().all(|b| b.is_ascii_whitespace());
+        let raw: RawConfig = if trimmed {
+            RawConfig::default()
+        } else {
+            serde_json::from_slice(bytes).map_err(|e| format!("invalid filter config: {e}"))?
+        };
+        Config::try_from(raw)
+    }
+}
+
+fn is_valid_header_name(name: &str) -> bool {
+    !name.is_empty()
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-' || b == b'_')
+}
+
+/// Tenant ids are used in metric tags, storage keys and logs: keep them tame.
+pub fn is_valid_tenant_id(id: &str) -> bool {
+    !id.is_empty()
+        && id.len() <= 64
+        && id
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.' | b'@' | b':'))
+}
+
+fn rule(raw: &RawMaxTokensRule, what: &str) -> Result<MaxTokensRule, String> {
+    for (name, v) in [("default", raw.default), ("cap", raw.cap)] {
+        if v == Some(0) {
+            return Err(format!("maxTokens {what}: {name} must be at least 1"));
+        }
+    }
+    if let (Some(d), Some(c)) = (raw.default, raw.cap) {
+        if d > c {
+            return Err(format!("maxTokens {what}: default {d} is above cap {c}"));
+        }
+    }
+    Ok(MaxTokensRule {
+        default: raw.default,
+        cap: raw.cap,
+    })
+}
+
+impl TryFrom<RawConfig> for Config {
+    type Error = String;
+
+    fn try_from(raw: RawConfig) -> Result<Self, Self::Error> {
+        // Tenant identification.
+        let source_names = raw.tenant.sources.clone().unwrap_or_else(|| {
+            vec![
+                format!("header:{DEFAULT_TENANT_HEADER}"),
+                "api-key".to_string(),
+            ]
+        });
+        let mut sources = Vec::new();
+        for s in &source_names {
+            let src = if s == "api-key" {
+                TenantSource::ApiKey
+            } else if let Some(h) = s.strip_prefix("header:") {
+                let h = h.to_ascii_lowercase();
+                if !is_valid_header_name(&h) {
+                    return Err(format!("tenant.sources: invalid header name in {s:?}"));
+                }
+                TenantSource::Header(h)
+            } else {
+                return Err(format!(
+                    "tenant.sources: unknown source {s:?} (expected \"header:<name>\" or \"api-key\")"
+                ));
+            };
+            sources.push(src);
+        }
+        let default_tenant = raw
+            .tenant
+            .default
+            .clone()
+            .unwrap_or_else(|| "anonymous".into());
+        if !is_valid_tenant_id(&default_tenant) {
+            return Err(format!(
+                "tenant.default {default_tenant:?} is not a valid tenant id"
+            ));
+        }
+
+        // Limits.
+        let max_request_bytes = raw.limits.max_request_bytes.unwrap_or(1 << 20);
+        if max_request_bytes == 0 {
+            return Err("limits.maxRequestBytes must be positive".into());
+        }
+        let max_response_buffer_bytes = raw.limits.max_response_buffer_bytes.unwrap_or(4 << 20);
+
+        // max_tokens governance.
+        // The global default may exceed the global cap (the default 4096 with a small cap): the
+        // default is clamped to the cap when applied.
+        let global = rule(
+            &RawMaxTokensRule {
+                default: raw.max_tokens.default,
+                cap: None,
+            },
+            "(global)",
+        )?;
+        if raw.max_tokens.cap == Some(0) {
+            return Err("maxTokens: cap must be at least 1".into());
+        }
+        let mut models = Vec::new();
+        for (pat, r) in &raw.max_tokens.models {
+            models.push((Pattern::parse(pat)?, rule(r, &format!("model {pat}"))?));
+        }
+        let mut tenants = HashMap::new();
+        for (t, r) in &raw.max_tokens.tenants {
+            tenants.insert(t.clone(), rule(r, &format!("tenant {t}"))?);
+        }
+        let reject_above = raw.max_tokens.reject_above.unwrap_or(10_000_000);
+        if reject_above == 0 {
+            return Err("maxTokens.rejectAbove must be positive".into());
+        }
+
+        // Prices.
+        let mut prices = if raw.pricing.builtin {
+            PriceTable::builtin()?
+        } else {
+            PriceTable::default()
+        };
+        for (name, p) in &raw.pricing.models {
+            let info = p
+                .compile()
+                .map_err(|e| format!("pricing.models.{name}: {e}"))?;
+            prices.insert(name, info);
+        }
+        for (alias, target) in &raw.pricing.aliases {
+            prices
+                .alias(alias, target)
+                .map_err(|e| format!("pricing.aliases: {e}"))?;
+        }
+
+        // Tokenizer.
+        let mut enc_models = Vec::new();
+        for (pat, name) in &raw.tokenizer.models {
+            let enc = Encoding::from_name(name).ok_or_else(|| {
+                format!(
+                    "tokenizer.models.{pat}: unknown encoding {name:?} (cl100k_base or o200k_base)"
+                )
+            })?;
+            enc_models.push((Pattern::parse(pat)?, enc));
+        }
+        let ratio = raw.tokenizer.anthropic_ratio.unwrap_or(1.1);
+        if !(ratio.is_finite() && (0.5..=3.0).contains(&ratio)) {
+            return Err(format!(
+                "tokenizer.anthropicRatio {ratio} must be between 0.5 and 3"
+            ));
+        }
+
+        let metrics = MetricsPolicy {
+            max_tenants: raw.metrics.max_tenants.unwrap_or(100),
+            max_models: raw.metrics.max_models.unwrap_or(100),
+        };
+
+        Ok(Config {
+            tenant: TenantPolicy {
+                sources,
+                default: default_tenant,
+                key_salt: raw.tenant.key_salt.clone().unwrap_or_default(),
+            },
+            max_request_bytes,
+            max_response_buffer_bytes,
+            max_tokens: MaxTokensPolicy {
+                default: global.default,
+                cap: raw.max_tokens.cap,
+                models: by_specificity(models),
+                tenants,
+                reject_above,
+            },
+            prices,
+            tokenizer: TokenizerPolicy {
+                models: by_specificity(enc_models),
+                anthropic_ratio_milli: (ratio * 1000.0).round() as u64,
+            },
+            metrics,
+            stop_on_headers: raw.stop_on_headers,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+
+    fn compile(json: &str) -> Result<Config, String> {
+        Config::from_json(json.as_bytes())
+    }
+
+    #[test]
+    fn empty_config_gives_documented_defaults() {
+        let c = compile("").unwrap();
+        assert_eq!(c.max_request_bytes, 1 << 20);
+        assert_eq!(c.max_tokens.default, Some(4096));
+        assert_eq!(c.max_tokens.cap, None);
+        assert_eq!(
+            c.tenant.sources,
+            vec![
+                TenantSource::Header("x-tollgate-tenant".into()),
+                TenantSource::ApiKey
+            ]
+        );
+        assert_eq!(c.tenant.default, "anonymous");
+        assert!(!c.stop_on_headers);
+        assert!(c.prices.lookup("gpt-4o").is_some());
+        assert_eq!(c.tokenizer.anthropic_ratio_milli, 1100);
+        assert!(compile("{}").is_ok());
+    }
+
+    #[test]
+    fn full_config_compiles() {
+        let c = compile(
+            r#"{
+              "tenant": {"sources": ["header:X-Team", "api-key"], "default": "shared", "keySalt": "s"},
+              "limits": {"maxRequestBytes": 65536, "maxResponseBufferBytes": 1048576},
+              "maxTokens": {"default": 512, "cap": 2048,
+                            "models": {"gpt-4o*": {"cap": 1024}, "gpt-4o-mini": {"default": 256}},
+                            "tenants": {"batch": {"cap": 8192}}, "rejectAbove": 100000},
+              "pricing": {"models": {"house-llm": {"inputPerMillion": 0.1, "outputPerMillion": 0.2}},
+                          "aliases": {"fast": "gpt-4o-mini"}},
+              "tokenizer": {"models": {"house-llm*": "o200k_base"}, "anthropicRatio": 1.2},
+              "metrics": {"maxTenants": 10, "maxModels": 20},
+              "stopOnHeaders": true
+            }"#,
+        )
+        .unwrap();
+        assert_eq!(c.tenant.sources[0], TenantSource::Header("x-team".into()));
+        assert_eq!(
+            c.max_tokens.models[0].0,
+            Pattern::Exact("gpt-4o-mini".into())
+        );
+        assert!(c.prices.lookup("house-llm").is_some());
+        assert!(c.prices.lookup("fast").is_some());
+        assert_eq!(c.tokenizer.models[0].1, Encoding::O200kBase);
+        assert!(c.stop_on_headers);
+    }
+
+    #[test]
+    fn bad_configs_are_refused_with_a_reason() {
+        let cases = [
+            (r#"{"bogus": 1}"#, "unknown field"),
+            (r#"{"tenant": {"sources": ["cookie:x"]}}"#, "unknown source"),
+            (
+                r#"{"tenant": {"sources": ["header:bad header"]}}"#,
+                "invalid header name",
+            ),
+            (
+                r#"{"tenant": {"default": "has space"}}"#,
+                "not a valid tenant id",
+            ),
+            (r#"{"limits": {"maxRequestBytes": 0}}"#, "must be positive"),
+            (r#"{"maxTokens": {"default": 0}}"#, "at least 1"),
+            (
+                r#"{"maxTokens": {"models": {"m": {"default": 100, "cap": 10}}}}"#,
+                "above cap",
+            ),
+            (r#"{"maxTokens": {"cap": 0}}"#, "at least 1"),
+            (
+                r#"{"maxTokens": {"models": {"a*b": {"cap": 1}}}}"#,
+                "trailing *",
+            ),
+            (
+                r#"{"pricing": {"models": {"m": {"inputPerMillion": 1}}}}"#,
+                "missing output price",
+            ),
+            (
+                r#"{"pricing": {"aliases": {"a": "nope"}}}"#,
+                "unknown model",
+            ),
+            (
+                r#"{"tokenizer": {"models": {"m": "p50k"}}}"#,
+                "unknown encoding",
+            ),
+            (r#"{"tokenizer": {"anthropicRatio": 9}}"#, "between"),
+            (r#"{"maxTokens": {"cap": -5}}"#, "invalid"),
+            ("not json", "invalid filter config"),
+        ];
+        for (json, want) in cases {
+            let err = compile(json).unwrap_err();
+            assert!(
+                err.contains(want),
+                "{json}: error {err:?} should mention {want:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn patterns_match_exact_and_prefix() {
+        assert!(Pattern::parse("gpt-4o*").unwrap().matches("gpt-4o-mini"));
+        assert!(!Pattern::parse("gpt-4o").unwrap().matches("gpt-4o-mini"));
+        assert!(Pattern::parse("").is_err());
+    }
+
+    #[test]
+    fn tenant_ids_are_restricted() {
+        assert!(is_valid_tenant_id("team-a.prod_1"));
+        assert!(!is_valid_tenant_id(""));
+        assert!(!is_valid_tenant_id("a b"));
+        assert!(!is_valid_tenant_id(&"x".repeat(65)));
+        assert!(!is_valid_tenant_id("ten;ant"));
+    }
+}

@@ -1,0 +1,538 @@
+//! Maps host callbacks to `tollgate_core::Exchange` transitions and its verdicts to host calls.
+//! Generic over [`Host`] so it runs natively against a fake host in tests.
+
+use std::cell::RefCell;
+use std::collections::HashMap;
+use std::rc::Rc;
+
+use tollgate_core::count::CountCache;
+use tollgate_core::metrics::{Cardinality, Counter, Tags, stat_name};
+use tollgate_core::{BodyVerdict, Config, Exchange, HeadersVerdict, Outcome, ResponseBodyVerdict};
+
+use crate::host::{Host, Level};
+
+/// What a callback tells Envoy: continue the filter chain, or stop (buffer / wait).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Flow {
+    Continue,
+    Pause,
+}
+
+/// Per-VM state shared by all streams of the VM (Envoy runs one VM per worker thread).
+#[derive(Debug)]
+pub struct Plugin {
+    pub config: Rc<Config>,
+    pub cache: CountCache,
+    pub cardinality: Cardinality,
+    metric_ids: HashMap<String, u32>,
+}
+
+/// Memoised texts per VM (system prompts, earlier turns). Each entry is ~40 bytes.
+pub const COUNT_CACHE_ENTRIES: usize = 16 * 1024;
+
+impl Plugin {
+    pub fn new(config: Config, seed: u64) -> Self {
+        let cardinality = Cardinality::new(config.metrics.max_tenants, config.metrics.max_models);
+        Plugin {
+            config: Rc::new(config),
+            cache: CountCache::new(COUNT_CACHE_ENTRIES, seed),
+            cardinality,
+            metric_ids: HashMap::new(),
+        }
+    }
+
+    /// Increments a counter, defining it on first use.
+    pub fn count(&mut self, host: &impl Host, counter: Counter, tags: &Tags, by: u64) {
+        let name = stat_name(counter, tags);
+        let id = match self.metric_ids.get(&name) {
+            Some(id) => *id,
+            None => match host.define_counter(&name) {
+                Ok(id) => {
+                    self.metric_ids.insert(name, id);
+                    id
+                }
+                Err(e) => {
+                    host.log(
+                        Level::Warn,
+                        &format!("tollgate: cannot define metric {name}: host status {}", e.0),
+                    );
+                    return;
+                }
+            },
+        };
+        if by > 0 {
+            let _ = host.increment(id, by);
+        }
+    }
+}
+
+pub type SharedPlugin = Rc<RefCell<Option<Plugin>>>;
+
+/// One HTTP stream.
+pub struct Stream<H: Host> {
+    host: H,
+    plugin: SharedPlugin,
+    id: u32,
+    exchange: Exchange,
+}
+
+impl<H: Host> Stream<H> {
+    pub fn new(host: H, plugin: SharedPlugin, id: u32) -> Self {
+        Stream {
+            host,
+            plugin,
+            id,
+            exchange: Exchange::new(),
+        }
+    }
+
+    fn config(&self) -> Option<Rc<Config>> {
+        self.plugin
+            .try_borrow()
+            .ok()
+            .and_then(|p| p.as_ref().map(|p| p.config.clone()))
+    }
+
+    fn warn(&self, what: &str) {
+        self.host
+            .log(Level::Warn, &format!("tollgate[{}]: {what}", self.id));
+    }
+
+    fn reply(&mut self, reply: &tollgate_core::error::LocalReply) -> Flow {
+        if let Err(e) = self.host.send_reply(reply) {
+            self.warn(&format!("local reply failed: host status {}", e.0));
+            return Flow::Continue;
+        }
+        self.flush();
+        Flow::Pause
+    }
+
+    pub fn on_request_headers(&mut self, end_of_stream: bool) -> Flow {
+        let Some(cfg) = self.config() else {
+            return Flow::Continue; // not configured: be a no-op
+        };
+        let headers = match self.host.request_headers() {
+            Ok(h) => h,
+            Err(e) => {
+                self.warn(&format!("cannot read request headers: host status {}", e.0));
+                return Flow::Continue;
+            }
+        };
+        let get = |n: &str| {
+            headers
+                .iter()
+                .find(|(k, _)| k == n)
+                .map(|(_, v)| v.clone())
+                .unwrap_or_default()
+        };
+        let (method, path) = (get(":method"), get(":path"));
+        match self
+            .exchange
+            .on_request_headers(&cfg, &method, &path, &headers, end_of_stream)
+        {
+            HeadersVerdict::PassThrough => {
+                self.passthrough();
+                Flow::Continue
+            }
+            HeadersVerdict::Continue { remove } => {
+                self.remove_request_headers(&remove);
+                Flow::Continue
+            }
+            HeadersVerdict::Pause { remove } => {
+                self.remove_request_headers(&remove);
+                Flow::Pause
+            }
+            HeadersVerdict::Reply(r) => self.reply(&r),
+        }
+    }
+
+    fn remove_request_headers(&self, names: &[&str]) {
+        for n in names {
+            if let Err(e) = self.host.remove_request_header(n) {
+                self.warn(&format!(
+                    "cannot remove request header {n}: host status {}",
+                    e.0
+                ));
+            }
+        }
+    }
+
+    fn passthrough(&mut self) {
+        if let Some(reason) = self.exchange.passthrough_reason.take() {
+            if let Ok(mut p) = self.plugin.try_borrow_mut() {
+                if let Some(p) = p.as_mut() {
+                    let tags = Tags {
+                        reason: Some(reason),
+                        ..Tags::default()
+                    };
+                    p.count(&self.host, Counter::PassThrough, &tags, 1);
+                }
+            }
+        }
+    }
+
+    pub fn on_request_body(&mut self, body_size: usize, end_of_stream: bool) -> Flow {
+        if !self.exchange.is_metered() {
+            return Flow::Continue;
+        }
+        let Some(cfg) = self.config() else {
+            return Flow::Continue;
+        };
+        let host = &self.host;
+        let read = || match host.request_body(body_size) {
+            Ok(b) => Some(b),
+            Err(_) => None,
+        };
+        let verdict = {
+            let Ok(mut guard) = self.plugin.try_borrow_mut() else {
+                return Flow::Continue;
+            };
+            let Some(plugin) = guard.as_mut() else {
+                return Flow::Continue;
+            };
+            self.exchange
+                .on_request_body(&cfg, &mut plugin.cache, body_size, end_of_stream, read)
+        };
+        match verdict {
+            BodyVerdict::Buffer => Flow::Pause,
+            BodyVerdict::Continue { body } => {
+                if let Some(b) = body {
+                    if let Err(e) = self.host.replace_request_body(body_size, &b) {
+                        self.warn(&format!("cannot rewrite request body: host status {}", e.0));
+                    }
+                }
+                Flow::Continue
+            }
+            BodyVerdict::Reply(r) => self.reply(&r),
+        }
+    }
+
+    pub fn on_response_headers(&mut self, end_of_stream: bool) -> Flow {
+        if !self.exchange.is_metered() {
+            return Flow::Continue;
+        }
+        let Some(cfg) = self.config() else {
+            return Flow::Continue;
+        };
+        let headers = self.host.response_headers().unwrap_or_default();
+        let status = headers
+            .iter()
+            .find(|(k, _)| k == ":status")
+            .and_then(|(_, v)| v.parse::<u16>().ok())
+            .unwrap_or(0);
+        let v = self
+            .exchange
+            .on_response_headers(&cfg, status, &headers, end_of_stream);
+        for (k, val) in &v.add {
+            let _ = self.host.set_response_header(k, val);
+        }
+        self.flush();
+        if v.hold { Flow::Pause } else { Flow::Continue }
+    }
+
+    pub fn on_response_body(&mut self, body_size: usize, end_of_stream: bool) -> Flow {
+        if !self.exchange.is_metered() {
+            return Flow::Continue;
+        }
+        let holding = self.exchange.is_holding();
+        if holding && !end_of_stream {
+            return Flow::Pause;
+        }
+        // Streamed: the buffer holds this chunk. Held: at end of stream it holds the whole body.
+        let chunk = match self.host.response_body(body_size) {
+            Ok(c) => c,
+            Err(e) => {
+                self.warn(&format!("cannot read response body: host status {}", e.0));
+                Vec::new()
+            }
+        };
+        let verdict = self.exchange.on_response_body(&chunk, end_of_stream);
+        if let ResponseBodyVerdict::Continue { set_headers } = &verdict {
+            for (k, val) in set_headers {
+                if let Err(e) = self.host.set_response_header(k, val) {
+                    self.warn(&format!(
+                        "cannot set response header {k}: host status {}",
+                        e.0
+                    ));
+                }
+            }
+        }
+        self.flush();
+        match verdict {
+            ResponseBodyVerdict::Hold => Flow::Pause,
+            ResponseBodyVerdict::Continue { .. } => Flow::Continue,
+        }
+    }
+
+    /// End of the stream (`on_log`): settle anything still in flight.
+    pub fn on_log(&mut self) {
+        self.exchange.on_end();
+        self.flush();
+    }
+
+    /// Emits the outcome, if one is ready: properties for the access log, counters, a debug line.
+    fn flush(&mut self) {
+        let Some(outcome) = self.exchange.take_outcome() else {
+            return;
+        };
+        for (k, v) in outcome.properties() {
+            let _ = self.host.set_property(&format!("tollgate.{k}"), &v);
+        }
+        self.record(&outcome);
+        self.host.log(
+            Level::Debug,
+            &format!(
+                "tollgate[{}]: tenant={} model={} status={} prompt={} completion={} cost_pico={:?} source={:?} result={}",
+                self.id,
+                outcome.tenant,
+                outcome.model,
+                outcome.status,
+                outcome.usage.prompt_tokens(),
+                outcome.usage.output_tokens,
+                outcome.cost_pico,
+                outcome.usage_source,
+                outcome.result()
+            ),
+        );
+    }
+
+    fn record(&mut self, outcome: &Outcome) {
+        let Ok(mut guard) = self.plugin.try_borrow_mut() else {
+            return;
+        };
+        let Some(plugin) = guard.as_mut() else {
+            return;
+        };
+        for (counter, tags, by) in outcome.counters(&mut plugin.cardinality) {
+            plugin.count(&self.host, counter, &tags, by);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used, clippy::panic)]
+    use super::*;
+    use crate::abi::HostError;
+    use std::cell::RefCell;
+    use tollgate_core::error::LocalReply;
+
+    /// A host that records calls and refuses header edits once headers were "sent".
+    #[derive(Default)]
+    struct Fake {
+        req_headers: RefCell<Vec<(String, String)>>,
+        resp_headers: RefCell<Vec<(String, String)>>,
+        req_body: RefCell<Vec<u8>>,
+        resp_body: RefCell<Vec<u8>>,
+        replies: RefCell<Vec<LocalReply>>,
+        props: RefCell<Vec<(String, String)>>,
+        metrics: RefCell<Vec<(String, u64)>>,
+        resp_headers_sent: RefCell<bool>,
+    }
+
+    impl Host for &Fake {
+        fn request_headers(&self) -> Result<Vec<(String, String)>, HostError> {
+            Ok(self.req_headers.borrow().clone())
+        }
+        fn response_headers(&self) -> Result<Vec<(String, String)>, HostError> {
+            Ok(self.resp_headers.borrow().clone())
+        }
+        fn remove_request_header(&self, name: &str) -> Result<(), HostError> {
+            self.req_headers.borrow_mut().retain(|(k, _)| k != name);
+            Ok(())
+        }
+        fn set_response_header(&self, name: &str, value: &str) -> Result<(), HostError> {
+            if *self.resp_headers_sent.borrow() {
+                return Err(HostError(2));
+            }
+            self.resp_headers
+                .borrow_mut()
+                .push((name.into(), value.into()));
+            Ok(())
+        }
+        fn request_body(&self, size: usize) -> Result<Vec<u8>, HostError> {
+            Ok(self.req_body.borrow()[..size].to_vec())
+        }
+        fn replace_request_body(&self, _old: usize, body: &[u8]) -> Result<(), HostError> {
+            *self.req_body.borrow_mut() = body.to_vec();
+            Ok(())
+        }
+        fn response_body(&self, size: usize) -> Result<Vec<u8>, HostError> {
+            let b = self.resp_body.borrow();
+            Ok(b[b.len() - size..].to_vec())
+        }
+        fn send_reply(&self, reply: &LocalReply) -> Result<(), HostError> {
+            self.replies.borrow_mut().push(reply.clone());
+            Ok(())
+        }
+        fn set_property(&self, key: &str, value: &str) -> Result<(), HostError> {
+            self.props.borrow_mut().push((key.into(), value.into()));
+            Ok(())
+        }
+        fn log(&self, _level: Level, _msg: &str) {}
+        fn define_counter(&self, name: &str) -> Result<u32, HostError> {
+            let mut m = self.metrics.borrow_mut();
+            m.push((name.into(), 0));
+            Ok(m.len() as u32 - 1)
+        }
+        fn increment(&self, id: u32, by: u64) -> Result<(), HostError> {
+            self.metrics.borrow_mut()[id as usize].1 += by;
+            Ok(())
+        }
+    }
+
+    fn plugin(cfg: &str) -> SharedPlugin {
+        Rc::new(RefCell::new(Some(Plugin::new(
+            Config::from_json(cfg.as_bytes()).unwrap(),
+            1,
+        ))))
+    }
+
+    fn h(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
+        pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect()
+    }
+
+    #[test]
+    fn held_response_gets_headers_and_metrics() {
+        let fake = Fake::default();
+        let body = br#"{"model":"gpt-4o","messages":[{"role":"user","content":"hi"}]}"#;
+        *fake.req_headers.borrow_mut() = h(&[
+            (":method", "POST"),
+            (":path", "/v1/chat/completions"),
+            ("content-length", "60"),
+            ("x-tollgate-tenant", "t1"),
+        ]);
+        *fake.req_body.borrow_mut() = body.to_vec();
+        let p = plugin(r#"{"stopOnHeaders": true}"#);
+        let mut s = Stream::new(&fake, p.clone(), 7);
+        assert_eq!(s.on_request_headers(false), Flow::Pause);
+        assert!(
+            fake.req_headers
+                .borrow()
+                .iter()
+                .all(|(k, _)| k != "content-length")
+        );
+        assert_eq!(s.on_request_body(body.len(), true), Flow::Continue);
+        let sent: serde_json::Value = serde_json::from_slice(&fake.req_body.borrow()).unwrap();
+        assert_eq!(sent["max_completion_tokens"], 4096);
+        *fake.resp_headers.borrow_mut() =
+            h(&[(":status", "200"), ("content-type", "application/json")]);
+        assert_eq!(s.on_response_headers(false), Flow::Pause);
+        let resp = br#"{"choices":[{"index":0,"message":{"content":"yo"}}],"usage":{"prompt_tokens":9,"completion_tokens":1}}"#;
+        *fake.resp_body.borrow_mut() = resp[..10].to_vec();
+        assert_eq!(s.on_response_body(10, false), Flow::Pause);
+        *fake.resp_body.borrow_mut() = resp.to_vec();
+        assert_eq!(s.on_response_body(resp.len(), true), Flow::Continue);
+        let rh = fake.resp_headers.borrow();
+        assert!(rh.contains(&("x-tollgate-completion-tokens".into(), "1".into())));
+        assert!(rh.contains(&("x-tollgate-prompt-tokens".into(), "9".into())));
+        assert!(
+            fake.props
+                .borrow()
+                .contains(&("tollgate.tenant".into(), "t1".into()))
+        );
+        let m = fake.metrics.borrow();
+        assert!(
+            m.contains(&("tollgate_requests_total;tenant=t1;model=gpt-4o".into(), 1)),
+            "{m:?}"
+        );
+        assert!(m.contains(&("tollgate_tokens_in_total;tenant=t1;model=gpt-4o".into(), 9)));
+        drop(m);
+        s.on_log();
+        assert_eq!(
+            fake.metrics
+                .borrow()
+                .iter()
+                .filter(|(n, _)| n.starts_with("tollgate_requests_total"))
+                .map(|(_, v)| v)
+                .sum::<u64>(),
+            1,
+            "counted once"
+        );
+    }
+
+    #[test]
+    fn without_stop_on_headers_the_glue_never_pauses_headers() {
+        let fake = Fake::default();
+        *fake.req_headers.borrow_mut() = h(&[(":method", "POST"), (":path", "/v1/messages")]);
+        let body = br#"{"model":"claude-haiku-4-5","max_tokens":10,"messages":[{"role":"user","content":"hi"}],"stream":true}"#;
+        *fake.req_body.borrow_mut() = body.to_vec();
+        let mut s = Stream::new(&fake, plugin(""), 1);
+        assert_eq!(s.on_request_headers(false), Flow::Continue);
+        assert_eq!(s.on_request_body(5, false), Flow::Pause, "body is buffered");
+        assert_eq!(s.on_request_body(body.len(), true), Flow::Continue);
+        *fake.resp_headers.borrow_mut() =
+            h(&[(":status", "200"), ("content-type", "application/json")]);
+        assert_eq!(s.on_response_headers(false), Flow::Continue);
+        *fake.resp_headers_sent.borrow_mut() = true;
+        *fake.resp_body.borrow_mut() = br#"{"content":[{"type":"text","text":"x"}],"usage":{"input_tokens":3,"output_tokens":1}}"#.to_vec();
+        let n = fake.resp_body.borrow().len();
+        assert_eq!(s.on_response_body(n, true), Flow::Continue);
+        assert!(
+            fake.props
+                .borrow()
+                .contains(&("tollgate.completion_tokens".into(), "1".into()))
+        );
+    }
+
+    #[test]
+    fn bad_request_gets_local_reply_and_rejection_metric() {
+        let fake = Fake::default();
+        *fake.req_headers.borrow_mut() =
+            h(&[(":method", "POST"), (":path", "/v1/chat/completions")]);
+        *fake.req_body.borrow_mut() = b"{nope".to_vec();
+        let mut s = Stream::new(&fake, plugin(""), 1);
+        s.on_request_headers(false);
+        assert_eq!(s.on_request_body(5, true), Flow::Pause);
+        assert_eq!(fake.replies.borrow()[0].status, 400);
+        assert!(
+            fake.metrics
+                .borrow()
+                .contains(&("tollgate_rejected_total;reason=invalid_request".into(), 1))
+        );
+        // The local reply passes back through the filter: nothing more is metered.
+        *fake.resp_headers.borrow_mut() =
+            h(&[(":status", "400"), ("content-type", "application/json")]);
+        assert_eq!(s.on_response_headers(false), Flow::Continue);
+        s.on_log();
+        assert_eq!(
+            fake.metrics
+                .borrow()
+                .iter()
+                .filter(|(n, _)| n.starts_with("tollgate_requests"))
+                .count(),
+            0
+        );
+    }
+
+    #[test]
+    fn non_llm_traffic_is_untouched_and_counted_as_passthrough() {
+        let fake = Fake::default();
+        *fake.req_headers.borrow_mut() = h(&[
+            (":method", "GET"),
+            (":path", "/v1/models"),
+            ("content-length", "0"),
+        ]);
+        let mut s = Stream::new(&fake, plugin(""), 1);
+        assert_eq!(s.on_request_headers(true), Flow::Continue);
+        assert_eq!(fake.req_headers.borrow().len(), 3);
+        assert_eq!(s.on_response_headers(false), Flow::Continue);
+        assert_eq!(s.on_response_body(0, true), Flow::Continue);
+        assert!(
+            fake.metrics
+                .borrow()
+                .contains(&("tollgate_passthrough_total;reason=not_llm".into(), 1))
+        );
+    }
+
+    #[test]
+    fn unconfigured_plugin_is_a_no_op() {
+        let fake = Fake::default();
+        let mut s = Stream::new(&fake, Rc::new(RefCell::new(None)), 1);
+        assert_eq!(s.on_request_headers(false), Flow::Continue);
+        assert_eq!(s.on_request_body(1, true), Flow::Continue);
+    }
+}

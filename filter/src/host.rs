@@ -1,0 +1,80 @@
+//! The one narrow interface between the filter's logic and Envoy.
+//!
+//! `EnvoyHost` implements it over the ABI; tests implement it with a recording fake, so the
+//! glue's mapping from core verdicts to host calls is unit-tested natively.
+
+use tollgate_core::error::LocalReply;
+
+use crate::abi::{self, BufferType, HostError, LogLevel, MapType};
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Level {
+    Debug,
+    Info,
+    Warn,
+    Error,
+}
+
+pub trait Host {
+    fn request_headers(&self) -> Result<Vec<(String, String)>, HostError>;
+    fn response_headers(&self) -> Result<Vec<(String, String)>, HostError>;
+    fn remove_request_header(&self, name: &str) -> Result<(), HostError>;
+    fn set_response_header(&self, name: &str, value: &str) -> Result<(), HostError>;
+    fn request_body(&self, size: usize) -> Result<Vec<u8>, HostError>;
+    fn replace_request_body(&self, old_size: usize, body: &[u8]) -> Result<(), HostError>;
+    fn response_body(&self, size: usize) -> Result<Vec<u8>, HostError>;
+    fn send_reply(&self, reply: &LocalReply) -> Result<(), HostError>;
+    fn set_property(&self, key: &str, value: &str) -> Result<(), HostError>;
+    fn log(&self, level: Level, msg: &str);
+    fn define_counter(&self, name: &str) -> Result<u32, HostError>;
+    fn increment(&self, id: u32, by: u64) -> Result<(), HostError>;
+}
+
+/// The real host.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct EnvoyHost;
+
+impl Host for EnvoyHost {
+    fn request_headers(&self) -> Result<Vec<(String, String)>, HostError> {
+        abi::get_headers(MapType::HttpRequestHeaders)
+    }
+    fn response_headers(&self) -> Result<Vec<(String, String)>, HostError> {
+        abi::get_headers(MapType::HttpResponseHeaders)
+    }
+    fn remove_request_header(&self, name: &str) -> Result<(), HostError> {
+        abi::remove_header(MapType::HttpRequestHeaders, name)
+    }
+    fn set_response_header(&self, name: &str, value: &str) -> Result<(), HostError> {
+        abi::set_header(MapType::HttpResponseHeaders, name, value)
+    }
+    fn request_body(&self, size: usize) -> Result<Vec<u8>, HostError> {
+        abi::get_buffer(BufferType::HttpRequestBody, 0, size)
+    }
+    fn replace_request_body(&self, old_size: usize, body: &[u8]) -> Result<(), HostError> {
+        abi::set_buffer(BufferType::HttpRequestBody, 0, old_size, body)
+    }
+    fn response_body(&self, size: usize) -> Result<Vec<u8>, HostError> {
+        abi::get_buffer(BufferType::HttpResponseBody, 0, size)
+    }
+    fn send_reply(&self, reply: &LocalReply) -> Result<(), HostError> {
+        abi::send_local_response(reply.status, &reply.headers, &reply.body, "tollgate")
+    }
+    fn set_property(&self, key: &str, value: &str) -> Result<(), HostError> {
+        abi::set_property(key, value)
+    }
+    fn log(&self, level: Level, msg: &str) {
+        let level = match level {
+            Level::Debug => LogLevel::Debug,
+            Level::Info => LogLevel::Info,
+            Level::Warn => LogLevel::Warn,
+            Level::Error => LogLevel::Error,
+        };
+        abi::log(level, msg);
+    }
+    fn define_counter(&self, name: &str) -> Result<u32, HostError> {
+        abi::define_counter(name)
+    }
+    fn increment(&self, id: u32, by: u64) -> Result<(), HostError> {
+        abi::increment(id, by)
+    }
+}
