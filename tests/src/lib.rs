@@ -1,1 +1,3 @@
 //! Tollgate test support: simulated provider and harness.
+pub mod harness;
+pub mod sim;
