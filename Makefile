@@ -1,0 +1,52 @@
+# Tollgate — two commands do everything on a fresh machine:
+#   make demo   build, start the demo stack, send sample traffic, print the cost report
+#   make test   every test (unit, service, real Envoy + real .wasm end-to-end)
+# Also: make up / make down (demo stack in the background), make bench, make setup.
+
+CARGO ?= cargo
+WASM  := target/wasm32-wasip1/release/tollgate_filter.wasm
+
+.PHONY: all setup wasm build test demo up down bench fmt lint clean
+
+all: build
+
+setup:
+	@scripts/setup.sh
+
+wasm: setup
+	$(CARGO) build --release --target wasm32-wasip1 -p tollgate-filter
+
+build: wasm
+	$(CARGO) build --release -p tollgate-tests --bin sim-provider -p tollgate-cache-service
+
+test: wasm
+	$(CARGO) test --workspace
+
+up: build
+	@scripts/stack.sh up
+
+down:
+	@scripts/stack.sh down
+
+demo: up
+	@echo
+	@.venv/bin/python scripts/demo_traffic.py http://127.0.0.1:$${TOLLGATE_PORT:-10000}
+	@sleep 0.5
+	@echo
+	@python3 scripts/report.py http://127.0.0.1:$${TOLLGATE_ADMIN_PORT:-9901}
+	@echo
+	@echo "The stack is still running: point an SDK at http://127.0.0.1:$${TOLLGATE_PORT:-10000} (stats: http://127.0.0.1:$${TOLLGATE_ADMIN_PORT:-9901}/stats/prometheus). 'make down' stops it."
+
+bench: build
+	@benches/run.sh
+
+fmt:
+	$(CARGO) fmt --all
+
+lint:
+	$(CARGO) fmt --all -- --check
+	$(CARGO) clippy --workspace --all-targets -- -D warnings
+
+clean: down
+	$(CARGO) clean
+	rm -rf .tollgate

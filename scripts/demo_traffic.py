@@ -1,0 +1,119 @@
+#!/usr/bin/env python3
+"""Sample traffic for the demo stack, sent with the official OpenAI and Anthropic SDKs exactly as
+an application would: only the base URL points at Envoy. Tenants come from a header.
+
+Usage: demo_traffic.py [BASE_URL]   (default http://127.0.0.1:10000)
+"""
+import sys
+import warnings
+
+import anthropic
+import openai
+
+warnings.filterwarnings("ignore", category=DeprecationWarning)  # model deprecation notices
+BASE = sys.argv[1] if len(sys.argv) > 1 else "http://127.0.0.1:10000"
+LONG_CONTEXT = (
+    "Tollgate sits in Envoy and meters every LLM call: it counts prompt tokens with the model's "
+    "own tokenizer, prices them from a maintained table, caps max_tokens, and exports metrics. "
+) * 40
+
+rows = []
+
+
+def oai(tenant, key="sk-demo"):
+    return openai.OpenAI(base_url=f"{BASE}/v1", api_key=key, max_retries=0,
+                         default_headers={"x-tollgate-tenant": tenant} if tenant else None)
+
+
+def ant(tenant):
+    return anthropic.Anthropic(base_url=BASE, api_key="sk-ant-demo", max_retries=0,
+                               default_headers={"x-tollgate-tenant": tenant})
+
+
+def record(tenant, api, headers, note=""):
+    rows.append((tenant or "(api key)", api, headers.get("x-tollgate-model", "-"),
+                 headers.get("x-tollgate-prompt-tokens", "-"),
+                 headers.get("x-tollgate-completion-tokens", "(stream)"),
+                 headers.get("x-tollgate-cost-usd", "(in stats)"), note))
+
+
+def chat(tenant, model, content, note="", **kw):
+    raw = oai(tenant).chat.completions.with_raw_response.create(
+        model=model, messages=[{"role": "system", "content": "You are a helpful assistant."},
+                               {"role": "user", "content": content}], **kw)
+    raw.parse()
+    record(tenant, "chat", raw.headers, note)
+
+
+def chat_stream(tenant, model, content, include_usage):
+    raw = oai(tenant).chat.completions.with_raw_response.create(
+        model=model, messages=[{"role": "user", "content": content}], stream=True,
+        stream_options={"include_usage": True} if include_usage else None)
+    text = "".join((c.choices[0].delta.content or "") for c in raw.parse() if c.choices)
+    assert text, "empty stream"
+    record(tenant, "chat stream", raw.headers, "usage in stream" if include_usage else "filter counts the stream")
+
+
+def messages(tenant, model, content, stream=False):
+    client = ant(tenant)
+    if stream:
+        with client.messages.stream(model=model, max_tokens=400,
+                                    messages=[{"role": "user", "content": content}]) as s:
+            msg = s.get_final_message()
+            headers = s.response.headers
+        assert msg.usage.output_tokens > 0
+        record(tenant, "messages stream", headers, "estimate replaced by provider usage")
+    else:
+        raw = client.messages.with_raw_response.create(model=model, max_tokens=400, system="Be brief.",
+                                                       messages=[{"role": "user", "content": content}])
+        raw.parse()
+        record(tenant, "messages", raw.headers)
+
+
+def main():
+    for q in ["What is the capital of Portugal?", "Translate 'good morning' to German.",
+              "Give me a synonym for 'fast'.", "What is 17 * 23?"]:
+        chat("search-team", "gpt-4o-mini", q)
+    chat("search-team", "gpt-4o", LONG_CONTEXT + "\nSummarise the text above in one sentence.", "long context")
+    chat_stream("search-team", "gpt-4o", "Write a haiku about proxies.", include_usage=True)
+    chat_stream("search-team", "gpt-4o-mini", "Write a limerick about tokens.", include_usage=False)
+
+    for q in ["My order has not arrived, what can I do?", "How do I reset my password?",
+              "Can I change my delivery address?"]:
+        messages("support-bot", "claude-haiku-4-5", q)
+    messages("support-bot", "claude-sonnet-4-5", "Draft a polite apology for a late delivery.", stream=True)
+
+    raw = oai("analytics").responses.with_raw_response.create(
+        model="gpt-4.1", instructions="Answer with a number.", input="How many weeks are in a year?")
+    raw.parse()
+    record("analytics", "responses", raw.headers)
+    chat("analytics", "gpt-4o", "List three uses of SQL window functions.",
+         "max_tokens 100000 clamped to 2048", max_tokens=100000)
+    chat("analytics", "acme-llama-3.1-8b", "Classify: 'the invoice is overdue' -> billing or shipping?",
+         "self-hosted model, price from config")
+
+    for i in range(3):
+        chat("batch-jobs", "gpt-4o-mini", f"Extract the year from: 'founded in {1990 + i}'.", "tenant default max_tokens 256")
+
+    # No tenant header: the tenant is a hash of the API key (the key itself is never stored).
+    raw = oai(None, key="sk-team-without-header").chat.completions.with_raw_response.create(
+        model="gpt-4o-mini", messages=[{"role": "user", "content": "ping"}])
+    raw.parse()
+    record(None, "chat", raw.headers, "tenant = hash of API key")
+
+    # Bad input: a clear error in the provider's own shape, never sent upstream.
+    try:
+        oai("search-team").chat.completions.create(model="gpt-4o", messages="not a list")
+    except openai.BadRequestError as e:
+        rows.append(("search-team", "chat", "gpt-4o", "-", "-", "-", f"rejected 400: {e.body['code']}"))
+
+    widths = [14, 16, 18, 7, 10, 12, 0]
+    head = ("tenant", "api", "model", "prompt", "completion", "cost USD", "note")
+    print("  ".join(h.ljust(w) for h, w in zip(head, widths)))
+    for r in rows:
+        print("  ".join(str(c).ljust(w) for c, w in zip(r, widths)))
+    print(f"\n{len(rows)} requests sent through {BASE}")
+
+
+if __name__ == "__main__":
+    main()

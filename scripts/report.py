@@ -1,0 +1,60 @@
+#!/usr/bin/env python3
+"""Per-tenant / per-model cost report from Envoy's Tollgate stats.
+
+Usage: report.py [ADMIN_URL]   (default http://127.0.0.1:9901)
+"""
+import collections
+import re
+import sys
+import urllib.request
+
+ADMIN = sys.argv[1] if len(sys.argv) > 1 else "http://127.0.0.1:9901"
+LINE = re.compile(r'^(tollgate_[a-z_]+)\{([^}]*)\} (\d+)$')
+
+
+def main():
+    text = urllib.request.urlopen(f"{ADMIN}/stats/prometheus", timeout=5).read().decode()
+    cells = collections.defaultdict(lambda: collections.Counter())
+    rejected = collections.Counter()
+    unpriced = collections.Counter()
+    for line in text.splitlines():
+        m = LINE.match(line)
+        if not m:
+            continue
+        name, labels, value = m.group(1), dict(re.findall(r'(\w+)="([^"]*)"', m.group(2))), int(m.group(3))
+        if name == "tollgate_rejected_total":
+            rejected[labels.get("reason", "?")] += value
+        elif name == "tollgate_unpriced_requests_total":
+            unpriced[labels.get("model", "?")] += value
+        elif "tenant" in labels and "model" in labels:
+            cells[(labels["tenant"], labels["model"])][name] += value
+
+    print(f"{'tenant':<26}{'model':<20}{'requests':>9}{'tokens in':>11}{'tokens out':>11}{'cached':>8}{'cost USD':>12}")
+    print("-" * 97)
+    by_tenant = collections.Counter()
+    total = collections.Counter()
+    for (tenant, model), c in sorted(cells.items()):
+        cost = c["tollgate_cost_micro_usd_total"] / 1e6
+        by_tenant[tenant] += c["tollgate_cost_micro_usd_total"]
+        for k, v in c.items():
+            total[k] += v
+        cost_s = f"{cost:.6f}" if model not in unpriced else "unknown"
+        print(f"{tenant:<26}{model:<20}{c['tollgate_requests_total']:>9}{c['tollgate_tokens_in_total']:>11}"
+              f"{c['tollgate_tokens_out_total']:>11}{c['tollgate_tokens_cached_total']:>8}{cost_s:>12}")
+    print("-" * 97)
+    print(f"{'total':<46}{total['tollgate_requests_total']:>9}{total['tollgate_tokens_in_total']:>11}"
+          f"{total['tollgate_tokens_out_total']:>11}{total['tollgate_tokens_cached_total']:>8}"
+          f"{total['tollgate_cost_micro_usd_total'] / 1e6:>12.6f}")
+    print("\nspend by tenant:")
+    for tenant, micro in by_tenant.most_common():
+        print(f"  {tenant:<26}${micro / 1e6:.6f}")
+    if rejected:
+        print("\nrejected by the filter: " + ", ".join(f"{k}={v}" for k, v in sorted(rejected.items())))
+    if unpriced:
+        print("models without a price: " + ", ".join(f"{k} ({v})" for k, v in sorted(unpriced.items())))
+    if not cells:
+        print("(no metered traffic yet)")
+
+
+if __name__ == "__main__":
+    main()

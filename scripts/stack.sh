@@ -1,0 +1,87 @@
+#!/usr/bin/env bash
+# The demo stack: the simulated provider (OpenAI + Anthropic wire formats) and Envoy with the
+# Tollgate filter on 127.0.0.1:10000 (admin on 127.0.0.1:9901).
+#   scripts/stack.sh up     start in the background, return when ready
+#   scripts/stack.sh down   stop
+#   scripts/stack.sh status
+# Expects `make build` to have run (filter .wasm and sim-provider binary).
+set -euo pipefail
+ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+RUN="$ROOT/.tollgate"
+LISTEN_PORT="${TOLLGATE_PORT:-10000}"
+ADMIN_PORT="${TOLLGATE_ADMIN_PORT:-9901}"
+SIM_PORT="${TOLLGATE_SIM_PORT:-8081}"
+SIM_LATENCY_MS="${TOLLGATE_SIM_LATENCY_MS:-250}"
+CONFIG="${TOLLGATE_CONFIG:-$ROOT/envoy/demo-config.json}"
+WASM="$ROOT/target/wasm32-wasip1/release/tollgate_filter.wasm"
+SIM="$ROOT/target/release/sim-provider"
+ENVOY="$ROOT/.venv/bin/envoy"
+
+say() { printf '\033[1m[stack]\033[0m %s\n' "$*"; }
+
+running() { [ -f "$RUN/$1.pid" ] && kill -0 "$(cat "$RUN/$1.pid")" 2>/dev/null; }
+
+stop() {
+  for name in envoy sim; do
+    if running "$name"; then
+      kill "$(cat "$RUN/$name.pid")" 2>/dev/null || true
+      for _ in $(seq 50); do running "$name" || break; sleep 0.1; done
+      running "$name" && kill -9 "$(cat "$RUN/$name.pid")" 2>/dev/null || true
+    fi
+    rm -f "$RUN/$name.pid"
+  done
+}
+
+wait_http() { # url tries
+  for _ in $(seq "$2"); do
+    curl -fsS -o /dev/null "$1" 2>/dev/null && return 0
+    sleep 0.1
+  done
+  return 1
+}
+
+up() {
+  for f in "$WASM" "$SIM" "$ENVOY"; do
+    [ -e "$f" ] || { echo "missing $f — run 'make build' first" >&2; exit 1; }
+  done
+  mkdir -p "$RUN"
+  stop
+  for port in "$LISTEN_PORT" "$ADMIN_PORT" "$SIM_PORT"; do
+    if (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null; then
+      echo "port $port on 127.0.0.1 is already in use (set TOLLGATE_PORT / TOLLGATE_ADMIN_PORT / TOLLGATE_SIM_PORT)" >&2
+      exit 1
+    fi
+  done
+  say "simulated provider on 127.0.0.1:$SIM_PORT (latency ${SIM_LATENCY_MS} ms)"
+  nohup "$SIM" --listen "127.0.0.1:$SIM_PORT" --latency-ms "$SIM_LATENCY_MS" --chunk-delay-ms 15 \
+    >"$RUN/sim.log" 2>&1 &
+  echo $! >"$RUN/sim.pid"
+  wait_http "http://127.0.0.1:$SIM_PORT/healthz" 100 || { cat "$RUN/sim.log" >&2; exit 1; }
+
+  python3 "$ROOT/scripts/render_envoy.py" "$RUN/envoy.yaml" \
+    LISTEN_PORT="$LISTEN_PORT" ADMIN_PORT="$ADMIN_PORT" WASM="$WASM" \
+    PLUGIN_CONFIG="@$CONFIG" STOP_ON_HEADERS=true \
+    OPENAI_HOST=127.0.0.1 OPENAI_PORT="$SIM_PORT" ANTHROPIC_HOST=127.0.0.1 ANTHROPIC_PORT="$SIM_PORT" \
+    ACCESS_LOG="$RUN/access.log"
+  say "Envoy + Tollgate filter on 127.0.0.1:$LISTEN_PORT (admin 127.0.0.1:$ADMIN_PORT)"
+  : >"$RUN/access.log"
+  nohup "$ENVOY" -c "$RUN/envoy.yaml" --concurrency 2 --disable-hot-restart \
+    --file-flush-interval-msec 200 -l info >"$RUN/envoy.log" 2>&1 &
+  echo $! >"$RUN/envoy.pid"
+  if ! wait_http "http://127.0.0.1:$ADMIN_PORT/ready" 300 || ! (exec 3<>"/dev/tcp/127.0.0.1/$LISTEN_PORT") 2>/dev/null; then
+    tail -30 "$RUN/envoy.log" >&2
+    stop
+    exit 1
+  fi
+  say "ready. Logs: $RUN/{envoy,sim,access}.log"
+}
+
+case "${1:-}" in
+  up) up ;;
+  down) stop; say "stopped" ;;
+  status)
+    for name in sim envoy; do
+      if running "$name"; then echo "$name: running (pid $(cat "$RUN/$name.pid"))"; else echo "$name: stopped"; fi
+    done ;;
+  *) echo "usage: $0 up|down|status" >&2; exit 2 ;;
+esac
