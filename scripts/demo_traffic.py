@@ -81,7 +81,7 @@ def main():
     for q in ["My order has not arrived, what can I do?", "How do I reset my password?",
               "Can I change my delivery address?"]:
         messages("support-bot", "claude-haiku-4-5", q)
-    messages("support-bot", "claude-sonnet-4-5", "Draft a polite apology for a late delivery.", stream=True)
+    messages("support-bot", "claude-sonnet-4-6", "Draft a polite apology for a late delivery.", stream=True)
 
     raw = oai("analytics").responses.with_raw_response.create(
         model="gpt-4.1", instructions="Answer with a number.", input="How many weeks are in a year?")
