@@ -1,0 +1,290 @@
+//! Envoy with the Tollgate filter vs Envoy without it, under `wrk`, in one run on one machine.
+//!
+//! For each prompt size (distinct prompts, mixed prose/code/languages from the tokenizer corpus)
+//! it starts a fast fixed-response upstream, then Envoy without and with the filter (1 worker,
+//! `stopOnHeaders`), measures startup (spawn -> ready and accepting) and RSS, warms up, and runs
+//! `wrk` with a Lua script that cycles through pre-generated distinct bodies. Prints a Markdown
+//! table and writes it to `benches/results/load.md`.
+//!
+//! Usage: load [--duration SECS] [--connections N] [--sizes 2048,32768] [--workers N]
+#![allow(clippy::expect_used, clippy::unwrap_used, clippy::panic)]
+
+use std::fmt::Write as _;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::Duration;
+
+use axum::Router;
+use axum::routing::post;
+use serde_json::json;
+use tollgate_tests::harness::{Envoy, EnvoyOptions, workspace_root};
+
+const RESPONSE: &str = r#"{"id":"chatcmpl-bench","object":"chat.completion","created":1,"model":"gpt-4o-mini","choices":[{"index":0,"message":{"role":"assistant","content":"This is a short fixed answer from the benchmark upstream.","refusal":null},"logprobs":null,"finish_reason":"stop"}],"usage":{"prompt_tokens":500,"completion_tokens":12,"total_tokens":512,"prompt_tokens_details":{"cached_tokens":0}}}"#;
+
+struct Args {
+    duration: u64,
+    connections: u32,
+    sizes: Vec<usize>,
+    workers: u32,
+}
+
+fn args() -> Args {
+    let mut a = Args {
+        duration: 10,
+        connections: 16,
+        sizes: vec![2048, 32768],
+        workers: 1,
+    };
+    let argv: Vec<String> = std::env::args().skip(1).collect();
+    let mut i = 0;
+    while i < argv.len() {
+        let v = argv.get(i + 1).cloned().unwrap_or_default();
+        match argv[i].as_str() {
+            "--duration" => a.duration = v.parse().expect("--duration SECS"),
+            "--connections" => a.connections = v.parse().expect("--connections N"),
+            "--workers" => a.workers = v.parse().expect("--workers N"),
+            "--sizes" => {
+                a.sizes = v
+                    .split(',')
+                    .map(|s| s.parse().expect("--sizes 2048,32768"))
+                    .collect()
+            }
+            other => panic!("unknown argument {other}"),
+        }
+        i += 2;
+    }
+    a
+}
+
+/// Realistic text: the tokenizer test corpus (prose in many languages, code, JSON, emoji).
+fn corpus() -> String {
+    let dir = workspace_root().join("filter/bpe/tests/corpus");
+    let mut names: Vec<PathBuf> = std::fs::read_dir(&dir)
+        .expect("corpus dir")
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| p.extension().is_some_and(|e| e != "md") && !p.ends_with("long_nospace.txt"))
+        .collect();
+    names.sort();
+    names
+        .iter()
+        .map(|p| std::fs::read_to_string(p).unwrap_or_default())
+        .collect::<Vec<_>>()
+        .join("\n\n")
+}
+
+/// `count` distinct chat bodies of about `size` bytes.
+fn bodies(corpus: &str, size: usize, count: usize) -> Vec<String> {
+    let chars: Vec<char> = corpus.chars().collect();
+    (0..count)
+        .map(|i| {
+            let start = (i * 7919) % chars.len().max(1);
+            let mut text = format!("Request {i}: please review the following material.\n");
+            let mut j = start;
+            while text.len() < size.saturating_sub(120) {
+                text.push(chars[j % chars.len()]);
+                j += 1;
+            }
+            json!({"model": "gpt-4o-mini", "max_tokens": 64,
+                   "messages": [{"role": "system", "content": "You are a reviewer."}, {"role": "user", "content": text}]})
+            .to_string()
+        })
+        .collect()
+}
+
+fn lua_script(dir: &Path, bodies_file: &Path) -> PathBuf {
+    let script = format!(
+        r#"
+local bodies = {{}}
+for line in io.lines("{}") do bodies[#bodies + 1] = line end
+local i = 0
+wrk.method = "POST"
+wrk.headers["content-type"] = "application/json"
+wrk.headers["x-tollgate-tenant"] = "bench"
+request = function()
+  i = i % #bodies + 1
+  return wrk.format(nil, "/v1/chat/completions", nil, bodies[i])
+end
+"#,
+        bodies_file.display()
+    );
+    let p = dir.join("bodies.lua");
+    std::fs::write(&p, script).expect("write lua");
+    p
+}
+
+#[derive(Debug, Default, Clone)]
+struct Wrk {
+    rps: f64,
+    p50_ms: f64,
+    p99_ms: f64,
+    errors: u64,
+}
+
+fn parse_ms(s: &str) -> f64 {
+    let s = s.trim();
+    if let Some(v) = s.strip_suffix("us") {
+        v.parse::<f64>().unwrap_or(0.0) / 1000.0
+    } else if let Some(v) = s.strip_suffix("ms") {
+        v.parse().unwrap_or(0.0)
+    } else if let Some(v) = s.strip_suffix('s') {
+        v.parse::<f64>().unwrap_or(0.0) * 1000.0
+    } else {
+        0.0
+    }
+}
+
+fn wrk(url: &str, script: &Path, connections: u32, seconds: u64) -> Wrk {
+    let out = Command::new("wrk")
+        .args([
+            "-t",
+            "1",
+            "-c",
+            &connections.to_string(),
+            "-d",
+            &format!("{seconds}s"),
+            "--latency",
+            "-s",
+        ])
+        .arg(script)
+        .arg(url)
+        .output()
+        .expect("run wrk (make bench installs it)");
+    let text = String::from_utf8_lossy(&out.stdout).to_string();
+    let mut r = Wrk::default();
+    for line in text.lines() {
+        let t = line.trim();
+        if let Some(v) = t.strip_prefix("Requests/sec:") {
+            r.rps = v.trim().parse().unwrap_or(0.0);
+        } else if let Some(v) = t.strip_prefix("50%") {
+            r.p50_ms = parse_ms(v);
+        } else if let Some(v) = t.strip_prefix("99%") {
+            r.p99_ms = parse_ms(v);
+        } else if t.starts_with("Non-2xx") || t.starts_with("Socket errors") {
+            r.errors += t
+                .split(|c: char| !c.is_ascii_digit())
+                .filter_map(|n| n.parse::<u64>().ok())
+                .sum::<u64>();
+        }
+    }
+    if std::env::var_os("LOAD_VERBOSE").is_some() {
+        eprintln!("{text}");
+    }
+    if r.rps == 0.0 {
+        panic!(
+            "wrk produced no result:\n{text}\n{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    r
+}
+
+async fn upstream() -> SocketAddr {
+    // Reads the whole request body (as a real provider does) so connections stay reusable.
+    let app = Router::new().fallback(post(|_body: axum::body::Bytes| async {
+        ([("content-type", "application/json")], RESPONSE)
+    }));
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let addr = listener.local_addr().expect("addr");
+    tokio::spawn(async move {
+        let _ = axum::serve(listener, app).await;
+    });
+    addr
+}
+
+struct Run {
+    wrk: Wrk,
+    startup: Duration,
+    rss_mib: f64,
+}
+
+async fn measure(up: SocketAddr, with_filter: bool, script: &Path, a: &Args) -> Run {
+    let mut opts = EnvoyOptions::new(up, true).config(json!({"stopOnHeaders": true}));
+    opts.with_filter = with_filter;
+    opts.concurrency = a.workers;
+    opts.log_level = "warning";
+    let envoy = Envoy::start(&opts).await.unwrap_or_else(|e| panic!("{e}"));
+    let url = envoy.url("");
+    let script = script.to_path_buf();
+    let (conns, dur) = (a.connections, a.duration);
+    let warm = tokio::task::spawn_blocking({
+        let (url, script) = (url.clone(), script.clone());
+        move || wrk(&url, &script, conns, 2)
+    });
+    let _ = warm.await;
+    let result = tokio::task::spawn_blocking(move || wrk(&url, &script, conns, dur))
+        .await
+        .expect("wrk");
+    let rss_mib = envoy.rss_kib().unwrap_or(0) as f64 / 1024.0;
+    let startup = envoy.startup;
+    envoy.stop().await;
+    Run {
+        wrk: result,
+        startup,
+        rss_mib,
+    }
+}
+
+#[tokio::main(flavor = "multi_thread", worker_threads = 1)]
+async fn main() {
+    let a = args();
+    let up = upstream().await;
+    let dir = std::env::temp_dir().join(format!("tollgate-load-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).expect("tmp");
+    let corpus = corpus();
+    let mut md = String::new();
+    let _ = writeln!(
+        md,
+        "Envoy 1.40 ({} worker), wrk -t1 -c{} -d{}s, distinct prompts, fixed-response upstream, `stopOnHeaders` on.\n",
+        a.workers, a.connections, a.duration
+    );
+    let _ = writeln!(
+        md,
+        "| prompt | Envoy | req/s | p50 ms | p99 ms | errors | RSS MiB | startup ms |"
+    );
+    let _ = writeln!(md, "|---|---|---:|---:|---:|---:|---:|---:|");
+    let mut summary = String::new();
+    for &size in &a.sizes {
+        let bodies = bodies(&corpus, size, 400);
+        let file = dir.join(format!("bodies-{size}.jsonl"));
+        std::fs::write(&file, bodies.join("\n")).expect("write bodies");
+        let script = lua_script(&dir, &file);
+        let base = measure(up, false, &script, &a).await;
+        let with = measure(up, true, &script, &a).await;
+        for (name, r) in [("no filter", &base), ("Tollgate", &with)] {
+            let _ = writeln!(
+                md,
+                "| {} KB | {name} | {:.0} | {:.2} | {:.2} | {} | {:.1} | {} |",
+                size / 1024,
+                r.wrk.rps,
+                r.wrk.p50_ms,
+                r.wrk.p99_ms,
+                r.wrk.errors,
+                r.rss_mib,
+                r.startup.as_millis()
+            );
+        }
+        let vms = a.workers as f64 + 2.0;
+        let _ = writeln!(
+            summary,
+            "- {} KB: throughput ratio **{:.0}%**, added latency p50 {:+.2} ms, p99 {:+.2} ms; RSS +{:.1} MiB (~{:.1} MiB per wasm VM, {} VMs); ready in {} ms with the filter",
+            size / 1024,
+            100.0 * with.wrk.rps / base.wrk.rps,
+            with.wrk.p50_ms - base.wrk.p50_ms,
+            with.wrk.p99_ms - base.wrk.p99_ms,
+            with.rss_mib - base.rss_mib,
+            (with.rss_mib - base.rss_mib) / vms,
+            vms,
+            with.startup.as_millis()
+        );
+    }
+    md.push('\n');
+    md.push_str(&summary);
+    println!("{md}");
+    let out = workspace_root().join("benches/results");
+    let _ = std::fs::create_dir_all(&out);
+    let _ = std::fs::write(out.join("load.md"), &md);
+    let _ = std::fs::remove_dir_all(&dir);
+}
