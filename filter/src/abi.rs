@@ -19,6 +19,7 @@ pub use proxy_wasm::types::{BufferType, LogLevel, MapType, MetricType};
 unsafe extern "C" {
     fn proxy_log(level: LogLevel, message_data: *const u8, message_size: usize) -> u32;
     fn proxy_get_current_time_nanoseconds(return_time: *mut u64) -> u32;
+    fn proxy_get_log_level(return_level: *mut u32) -> u32;
     fn proxy_get_buffer_bytes(
         buffer_type: BufferType,
         start: usize,
@@ -84,6 +85,9 @@ mod native {
         FAILURE
     }
     pub unsafe fn proxy_get_current_time_nanoseconds(_: *mut u64) -> u32 {
+        FAILURE
+    }
+    pub unsafe fn proxy_get_log_level(_: *mut u32) -> u32 {
         FAILURE
     }
     pub unsafe fn proxy_get_buffer_bytes(
@@ -177,6 +181,16 @@ unsafe fn adopt(data: *mut u8, size: usize) -> Vec<u8> {
 pub fn log(level: LogLevel, message: &str) {
     // SAFETY: pointer and length of a live &str.
     let _ = unsafe { proxy_log(level, message.as_ptr(), message.len()) };
+}
+
+/// Whether the host logs at debug (or trace) level for this plugin.
+pub fn debug_enabled() -> bool {
+    let mut level = 0u32;
+    // SAFETY: valid out-pointer. LogLevel: Trace = 0, Debug = 1.
+    match unsafe { proxy_get_log_level(&mut level) } {
+        OK => level <= 1,
+        _ => false,
+    }
 }
 
 pub fn now_nanos() -> u64 {

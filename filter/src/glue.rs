@@ -24,7 +24,7 @@ pub struct Plugin {
     pub config: Rc<Config>,
     pub cache: CountCache,
     pub cardinality: Cardinality,
-    metric_ids: HashMap<String, u32>,
+    metric_ids: HashMap<(Counter, Tags), u32>,
 }
 
 /// Memoised texts per VM (system prompts, earlier turns). Each entry is ~40 bytes.
@@ -43,18 +43,22 @@ impl Plugin {
 
     /// Increments a counter, defining it on first use.
     pub fn count(&mut self, host: &impl Host, counter: Counter, tags: &Tags, by: u64) {
-        let name = stat_name(counter, tags);
-        let id = match self.metric_ids.get(&name) {
+        let key = (counter, tags.clone());
+        let id = match self.metric_ids.get(&key) {
             Some(id) => *id,
-            None => match host.define_counter(&name) {
+            None => match host.define_counter(&stat_name(counter, tags)) {
                 Ok(id) => {
-                    self.metric_ids.insert(name, id);
+                    self.metric_ids.insert(key, id);
                     id
                 }
                 Err(e) => {
                     host.log(
                         Level::Warn,
-                        &format!("tollgate: cannot define metric {name}: host status {}", e.0),
+                        &format!(
+                            "tollgate: cannot define metric {}: host status {}",
+                            stat_name(counter, tags),
+                            e.0
+                        ),
                     );
                     return;
                 }
@@ -279,6 +283,9 @@ impl<H: Host> Stream<H> {
             let _ = self.host.set_property(&format!("tollgate.{k}"), &v);
         }
         self.record(&outcome);
+        if !self.host.debug_enabled() {
+            return;
+        }
         self.host.log(
             Level::Debug,
             &format!(
@@ -370,6 +377,9 @@ mod tests {
             Ok(())
         }
         fn log(&self, _level: Level, _msg: &str) {}
+        fn debug_enabled(&self) -> bool {
+            true
+        }
         fn define_counter(&self, name: &str) -> Result<u32, HostError> {
             let mut m = self.metrics.borrow_mut();
             m.push((name.into(), 0));

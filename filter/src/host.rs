@@ -26,6 +26,8 @@ pub trait Host {
     fn send_reply(&self, reply: &LocalReply) -> Result<(), HostError>;
     fn set_property(&self, key: &str, value: &str) -> Result<(), HostError>;
     fn log(&self, level: Level, msg: &str);
+    /// Whether debug lines would be logged (so they are only formatted when they are).
+    fn debug_enabled(&self) -> bool;
     fn define_counter(&self, name: &str) -> Result<u32, HostError>;
     fn increment(&self, id: u32, by: u64) -> Result<(), HostError>;
 }
@@ -70,6 +72,9 @@ impl Host for EnvoyHost {
             Level::Error => LogLevel::Error,
         };
         abi::log(level, msg);
+    }
+    fn debug_enabled(&self) -> bool {
+        abi::debug_enabled()
     }
     fn define_counter(&self, name: &str) -> Result<u32, HostError> {
         abi::define_counter(name)

@@ -6,7 +6,10 @@
 //! `wrk` with a Lua script that cycles through pre-generated distinct bodies. Prints a Markdown
 //! table and writes it to `benches/results/load.md`.
 //!
-//! Usage: load [--duration SECS] [--connections N] [--sizes 2048,32768] [--workers N]
+//! Each configuration runs `--repeat` times, alternating with and without the filter, and the
+//! run with the median throughput is reported (the client, upstream and Envoy share 2 cores).
+//!
+//! Usage: load [--repeat N] [--duration SECS] [--connections N] [--sizes 2048,32768] [--workers N]
 #![allow(clippy::expect_used, clippy::unwrap_used, clippy::panic)]
 
 use std::fmt::Write as _;
@@ -23,6 +26,7 @@ use tollgate_tests::harness::{Envoy, EnvoyOptions, workspace_root};
 const RESPONSE: &str = r#"{"id":"chatcmpl-bench","object":"chat.completion","created":1,"model":"gpt-4o-mini","choices":[{"index":0,"message":{"role":"assistant","content":"This is a short fixed answer from the benchmark upstream.","refusal":null},"logprobs":null,"finish_reason":"stop"}],"usage":{"prompt_tokens":500,"completion_tokens":12,"total_tokens":512,"prompt_tokens_details":{"cached_tokens":0}}}"#;
 
 struct Args {
+    repeat: usize,
     duration: u64,
     connections: u32,
     sizes: Vec<usize>,
@@ -31,6 +35,7 @@ struct Args {
 
 fn args() -> Args {
     let mut a = Args {
+        repeat: 3,
         duration: 10,
         connections: 16,
         sizes: vec![2048, 32768],
@@ -41,6 +46,7 @@ fn args() -> Args {
     while i < argv.len() {
         let v = argv.get(i + 1).cloned().unwrap_or_default();
         match argv[i].as_str() {
+            "--repeat" => a.repeat = v.parse().expect("--repeat N"),
             "--duration" => a.duration = v.parse().expect("--duration SECS"),
             "--connections" => a.connections = v.parse().expect("--connections N"),
             "--workers" => a.workers = v.parse().expect("--workers N"),
@@ -227,6 +233,29 @@ async fn measure(up: SocketAddr, with_filter: bool, script: &Path, a: &Args) -> 
     }
 }
 
+fn median(mut runs: Vec<Run>) -> Run {
+    runs.sort_by(|a, b| a.wrk.rps.total_cmp(&b.wrk.rps));
+    let mid = runs.len() / 2;
+    runs.swap_remove(mid)
+}
+
+/// RSS of an Envoy with the filter after a few requests per worker, in MiB.
+async fn idle_rss(up: SocketAddr, workers: u32) -> f64 {
+    let mut opts = EnvoyOptions::new(up, true).config(json!({"stopOnHeaders": true}));
+    opts.concurrency = workers;
+    opts.log_level = "warning";
+    let envoy = Envoy::start(&opts).await.unwrap_or_else(|e| panic!("{e}"));
+    let client = tollgate_tests::harness::http_client();
+    let body = json!({"model": "gpt-4o-mini", "messages": [{"role": "user", "content": "Hello there, how are you?"}]}).to_string();
+    for _ in 0..(20 * workers) {
+        let _ = client.post(envoy.url("/v1/chat/completions")).header("content-type", "application/json").body(body.clone()).send().await;
+    }
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let rss = envoy.rss_kib().unwrap_or(0) as f64 / 1024.0;
+    envoy.stop().await;
+    rss
+}
+
 #[tokio::main(flavor = "multi_thread", worker_threads = 1)]
 async fn main() {
     let a = args();
@@ -237,8 +266,8 @@ async fn main() {
     let mut md = String::new();
     let _ = writeln!(
         md,
-        "Envoy 1.40 ({} worker), wrk -t1 -c{} -d{}s, distinct prompts, fixed-response upstream, `stopOnHeaders` on.\n",
-        a.workers, a.connections, a.duration
+        "Envoy 1.40 ({} worker), wrk -t1 -c{} -d{}s, distinct prompts, fixed-response upstream, `stopOnHeaders` on; median of {} runs.\n",
+        a.workers, a.connections, a.duration, a.repeat
     );
     let _ = writeln!(
         md,
@@ -251,8 +280,13 @@ async fn main() {
         let file = dir.join(format!("bodies-{size}.jsonl"));
         std::fs::write(&file, bodies.join("\n")).expect("write bodies");
         let script = lua_script(&dir, &file);
-        let base = measure(up, false, &script, &a).await;
-        let with = measure(up, true, &script, &a).await;
+        let (mut bases, mut withs) = (Vec::new(), Vec::new());
+        for _ in 0..a.repeat.max(1) {
+            bases.push(measure(up, false, &script, &a).await);
+            withs.push(measure(up, true, &script, &a).await);
+        }
+        let base = median(bases);
+        let with = median(withs);
         for (name, r) in [("no filter", &base), ("Tollgate", &with)] {
             let _ = writeln!(
                 md,
@@ -282,6 +316,12 @@ async fn main() {
     }
     md.push('\n');
     md.push_str(&summary);
+    let (one, three) = (idle_rss(up, 1).await, idle_rss(up, 3).await);
+    let _ = writeln!(
+        md,
+        "- memory: Envoy+filter RSS {one:.1} MiB with 1 worker (3 VMs), {three:.1} MiB with 3 workers (5 VMs): **{:.1} MiB per additional wasm VM**; the rest is V8 and the compiled module, paid once per process",
+        (three - one) / 2.0
+    );
     println!("{md}");
     let out = workspace_root().join("benches/results");
     let _ = std::fs::create_dir_all(&out);

@@ -62,7 +62,7 @@ impl Counter {
 }
 
 /// Tag values of one increment.
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
+#[derive(Clone, Debug, Default, PartialEq, Eq, Hash)]
 pub struct Tags {
     pub tenant: Option<String>,
     pub model: Option<String>,
