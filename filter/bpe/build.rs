@@ -1,8 +1,8 @@
 //! Generates the static tables of `tollgate-bpe` into OUT_DIR:
 //!
-//! * per encoding: token bytes blob, per-rank (offset,len) metadata, an
-//!   open-addressing hash table (bytes -> rank), and a 64K table of the ranks
-//!   of all 2-byte tokens;
+//! * per encoding: a Robin Hood hash table (token bytes -> rank) whose slots
+//!   hold tokens of up to 8 bytes inline, a blob with the bytes of longer
+//!   tokens, and a 64K table of the ranks of all 2-byte tokens;
 //! * the Unicode character classes used by the two pre-tokenizer regexes, read
 //!   from `regex-syntax` (the same Unicode tables the regex crates use), as a
 //!   two-level lookup table;
@@ -108,77 +108,108 @@ fn gen_vocab(path: &Path, name: &str, out: &Path, code: &mut String) -> R<()> {
         tokens[rank] = Some(bytes);
     }
     let n = tokens.len();
-    if n >= (1usize << hash::RANK_BITS) {
+    if n >= (1usize << hash::LEN_SHIFT) {
         return Err("too many ranks".into());
     }
-    let mut blob = Vec::new();
-    let mut meta = Vec::with_capacity(n);
-    let mut max_len = 0;
-    for t in &tokens {
-        let t = t.as_deref().unwrap_or(&[]);
-        if t.len() > 255 || blob.len() >= (1 << 24) {
-            return Err("token too long / blob too large".into());
-        }
-        meta.push(((blob.len() as u32) << 8) | t.len() as u32);
-        blob.extend_from_slice(t);
-        max_len = max_len.max(t.len());
-    }
-    // Load factor <= ~40%: unsuccessful lookups (common during merging) stay short.
+    // Robin Hood hashing at a load factor of at most ~80%: an unsuccessful
+    // lookup stops at the first slot whose entry is closer to its home slot.
     let mut bits = 10;
-    while (1usize << bits) < n * 5 / 2 {
+    while (1usize << bits) * 4 < n * 5 {
         bits += 1;
     }
     let size = 1usize << bits;
     let mask = size - 1;
-    let mut table = vec![hash::EMPTY; size];
+    // (key, rank|len, hash32)
+    let mut table: Vec<Option<(u64, u32, u32)>> = vec![None; size];
+    let mut blob = Vec::new(); // bytes of tokens longer than 8 bytes
     let mut pairs = vec![u32::MAX; 65536];
+    let mut filter = vec![0u64; 1 << hash::FILTER_WORDS_LOG2];
     let mut bytes = vec![u32::MAX; 256];
-    let mut max_probe = 0;
+    let mut max_len = 0;
+    let mut max_dist = 0;
+    let mut total_dist = 0;
     for (rank, t) in tokens.iter().enumerate() {
         let Some(t) = t else { continue };
-        if t.is_empty() {
-            continue;
+        if t.is_empty() || t.len() > 255 {
+            return Err("bad token length".into());
         }
+        max_len = max_len.max(t.len());
         if t.len() == 1 {
             bytes[usize::from(t[0])] = rank as u32;
         }
         if t.len() == 2 {
             pairs[usize::from(t[0]) << 8 | usize::from(t[1])] = rank as u32;
         }
-        let (mut idx, tag) = hash::slot_and_tag(hash::hash_bytes(t), bits);
-        let mut probe = 0;
-        while table[idx] != hash::EMPTY {
-            idx = (idx + 1) & mask;
-            probe += 1;
+        let key = if t.len() <= 8 {
+            hash::pack_short(t)
+        } else {
+            let off = blob.len() as u64;
+            blob.extend_from_slice(t);
+            off
+        };
+        let h = hash::hash_bytes(t);
+        if t.len() >= 3 {
+            let (w, m) = hash::filter_pos(h);
+            filter[w] |= m;
         }
-        max_probe = max_probe.max(probe);
-        table[idx] = (tag << hash::RANK_BITS) | rank as u32;
+        let h32 = (h >> 32) as u32;
+        let mut cur = (key, rank as u32 | (t.len() as u32) << hash::LEN_SHIFT, h32);
+        let mut idx = (h32 >> (32 - bits)) as usize;
+        let mut dist = 0usize;
+        loop {
+            match table[idx] {
+                None => {
+                    table[idx] = Some(cur);
+                    break;
+                }
+                Some(other) => {
+                    let other_dist = idx.wrapping_sub((other.2 >> (32 - bits)) as usize) & mask;
+                    if other_dist < dist {
+                        table[idx] = Some(cur);
+                        cur = other;
+                        dist = other_dist;
+                    }
+                }
+            }
+            idx = (idx + 1) & mask;
+            dist += 1;
+            max_dist = max_dist.max(dist);
+        }
     }
     if bytes.contains(&u32::MAX) {
         return Err("vocabulary lacks a single-byte token".into());
     }
+    let mut raw = Vec::with_capacity(size * hash::SLOT);
+    for slot in &table {
+        let (key, rl, h) = slot.unwrap_or((0, hash::EMPTY, 0));
+        raw.extend_from_slice(&key.to_le_bytes());
+        raw.extend_from_slice(&rl.to_le_bytes());
+        raw.extend_from_slice(&h.to_le_bytes());
+    }
+    for (i, slot) in table.iter().enumerate() {
+        if let Some((_, _, h)) = slot {
+            total_dist += i.wrapping_sub((h >> (32 - bits)) as usize) & mask;
+        }
+    }
     let lower = name.to_ascii_lowercase();
     std::fs::write(out.join(format!("{lower}_blob.bin")), &blob)?;
-    write_u32s(&out.join(format!("{lower}_meta.bin")), &meta)?;
-    write_u32s(&out.join(format!("{lower}_table.bin")), &table)?;
+    std::fs::write(out.join(format!("{lower}_table.bin")), &raw)?;
     write_u32s(&out.join(format!("{lower}_pairs.bin")), &pairs)?;
+    let filter_bytes: Vec<u8> = filter.iter().flat_map(|w| w.to_le_bytes()).collect();
+    std::fs::write(out.join(format!("{lower}_filter.bin")), &filter_bytes)?;
     writeln!(code, "pub(crate) const {name}_TABLE_BITS: u32 = {bits};")?;
     writeln!(code, "pub(crate) const {name}_N_TOKENS: usize = {n};")?;
     writeln!(code, "pub(crate) const {name}_MAX_LEN: usize = {max_len};")?;
-    writeln!(code, "#[allow(dead_code)]")?;
     writeln!(
         code,
-        "pub(crate) const {name}_MAX_PROBE: usize = {max_probe};"
+        "// max probe distance {max_dist}, mean {:.3}",
+        total_dist as f64 / n as f64
     )?;
     writeln!(
         code,
         "pub(crate) static {name}_BYTE_RANK: [u32; 256] = {bytes:?};"
     )?;
-    writeln!(
-        code,
-        "pub(crate) static {name}_BLOB: &[u8] = include_bytes!(concat!(env!(\"OUT_DIR\"), \"/{lower}_blob.bin\"));"
-    )?;
-    for part in ["meta", "table", "pairs"] {
+    for part in ["blob", "table", "pairs", "filter"] {
         let up = part.to_ascii_uppercase();
         writeln!(
             code,

@@ -41,7 +41,11 @@ impl Sink for Vec<u32> {
 }
 
 /// Pieces up to this length use the simple O(n^2) merge on stack arrays.
-const SMALL: usize = 128;
+const SMALL: usize = 32;
+/// Pieces up to this length use a linked list with per-block minimums
+/// (stack arrays of 64, 128 or 512 entries). At most 512 (see `key9`).
+const MID: usize = 512;
+const BLK: usize = 16;
 
 #[inline(always)]
 pub(crate) fn encode_piece<S: Sink>(v: &Vocab, piece: &[u8], sink: &mut S) {
@@ -52,6 +56,12 @@ pub(crate) fn encode_piece<S: Sink>(v: &Vocab, piece: &[u8], sink: &mut S) {
     }
     if piece.len() <= SMALL {
         merge_small(v, piece, sink);
+    } else if piece.len() <= 64 {
+        merge_mid::<S, 64, 4>(v, piece, sink);
+    } else if piece.len() <= 128 {
+        merge_mid::<S, 128, 8>(v, piece, sink);
+    } else if piece.len() <= MID {
+        merge_mid::<S, MID, { MID / BLK }>(v, piece, sink);
     } else {
         merge_large(v, piece, sink);
     }
@@ -61,80 +71,184 @@ pub(crate) fn encode_piece<S: Sink>(v: &Vocab, piece: &[u8], sink: &mut S) {
 #[inline(always)]
 fn rank_of(v: &Vocab, piece: &[u8], a: usize, b: usize) -> u32 {
     match piece.get(a..b) {
-        Some(t) => v.rank(t),
+        Some(t) => v.rank_filtered(t),
         None => NONE,
     }
 }
 
+/// Short pieces: parts form a linked list over byte positions (no shifting);
+/// `rank[k]` is the rank of merging the part starting at `k` with the next
+/// one (NONE when impossible or when `k` is not a part start); each step
+/// scans for the leftmost minimum.
 #[inline(never)]
 fn merge_small<S: Sink>(v: &Vocab, piece: &[u8], sink: &mut S) {
     let n = piece.len();
-    if n == 0 {
-        return;
-    }
-    if n > SMALL {
+    if n > SMALL || n < 2 {
         return merge_large(v, piece, sink);
     }
-    // Part k spans start[k]..start[k+1]; rank[k] = rank of merging parts k, k+1.
-    let mut start = [0u8; SMALL + 1];
     let mut rank = [NONE; SMALL];
+    let mut next = [0u8; SMALL];
+    let mut prev = [0u8; SMALL];
     let mut tok = [0u32; SMALL];
     for k in 0..n {
-        start[k] = k as u8;
+        next[k] = (k + 1) as u8;
+        prev[k] = k.wrapping_sub(1) as u8;
         if S::IDS {
             tok[k] = v.byte_rank[usize::from(piece[k])];
         }
     }
-    start[n] = n as u8; // n <= 128 fits (start values are < 256)
+    // key = rank << 5 | position: the plain minimum is the leftmost lowest rank.
     for k in 0..n - 1 {
-        rank[k] = v.pair(piece[k], piece[k + 1]);
+        rank[k] = key5(v.pair(piece[k], piece[k + 1]), k);
     }
-    let mut m = n; // number of parts
+    let mut parts = n;
+    let live = &mut rank[..n - 1];
     loop {
-        // Leftmost minimum.
-        let mut best = NONE;
-        let mut bk = 0;
-        for (k, &r) in rank[..m - 1].iter().enumerate() {
-            if r < best {
-                best = r;
-                bk = k;
-            }
-        }
+        let best = live.iter().copied().min().unwrap_or(NONE);
         if best == NONE {
             break;
         }
-        let k = bk;
-        // Merge parts k and k+1.
+        let m = best >> 5;
+        let k = (best & 31) as usize;
+        let r = usize::from(next[k]) % SMALL;
+        let nn = usize::from(next[r]);
         if S::IDS {
-            tok[k] = best;
-            tok.copy_within(k + 2..m, k + 1);
+            tok[k] = m;
         }
-        start.copy_within(k + 2..=m, k + 1);
-        rank.copy_within(k + 2..m, k + 1);
-        m -= 1;
-        rank[k] = if k + 1 < m {
-            rank_of(v, piece, usize::from(start[k]), usize::from(start[k + 2]))
+        parts -= 1;
+        next[k] = nn as u8;
+        if let Some(x) = live.get_mut(r) {
+            *x = NONE;
+        }
+        let nr = if nn < n {
+            prev[nn % SMALL] = k as u8;
+            rank_of(v, piece, k, usize::from(next[nn % SMALL]))
         } else {
             NONE
         };
-        if k > 0 {
-            rank[k - 1] = rank_of(
-                v,
-                piece,
-                usize::from(start[k - 1]),
-                usize::from(start[k + 1]),
-            );
+        if let Some(x) = live.get_mut(k) {
+            *x = key5(nr, k);
         }
-        if m == 1 {
-            break;
+        if k > 0 {
+            let p = usize::from(prev[k]);
+            let pr = rank_of(v, piece, p, nn);
+            if let Some(x) = live.get_mut(p) {
+                *x = key5(pr, p);
+            }
         }
     }
     if S::IDS {
-        for &t in &tok[..m] {
-            sink.push(t);
+        let mut k = 0;
+        while k < n {
+            sink.push(tok[k % SMALL]);
+            k = usize::from(next[k % SMALL]);
         }
     } else {
-        sink.add_count(m);
+        sink.add_count(parts);
+    }
+}
+
+/// Sort key `rank << 5 | k` (NONE stays NONE); ranks < 2^18, k < 32.
+#[inline(always)]
+fn key5(rank: u32, k: usize) -> u32 {
+    if rank == NONE {
+        NONE
+    } else {
+        (rank << 5) | (k as u32 & 31)
+    }
+}
+
+/// Sort key `rank << 9 | k` (NONE stays NONE); ranks < 2^18, k < 512.
+#[inline(always)]
+fn key9(rank: u32, k: usize) -> u32 {
+    if rank == NONE {
+        NONE
+    } else {
+        (rank << 9) | (k as u32 & 511)
+    }
+}
+
+#[inline(always)]
+fn block_min<const M: usize>(rank: &[u32; M], b: usize) -> u32 {
+    rank.get(b * BLK..b * BLK + BLK)
+        .and_then(|x| x.iter().copied().min())
+        .unwrap_or(NONE)
+}
+
+/// Medium pieces: parts form a linked list over byte positions (no shifting);
+/// `rank[k]` is the rank of merging the part starting at `k` with the next
+/// one (NONE when impossible or when `k` is not a part start). The leftmost
+/// minimum is found through per-block minimums, so a merge costs
+/// O(BLK + n / BLK) instead of O(n).
+#[inline(never)]
+fn merge_mid<S: Sink, const M: usize, const NB: usize>(v: &Vocab, piece: &[u8], sink: &mut S) {
+    let n = piece.len();
+    if n > M || n < 2 || NB * BLK != M {
+        return merge_large(v, piece, sink);
+    }
+    let mut rank = [NONE; M];
+    let mut next = [0u16; M];
+    let mut prev = [0u16; M];
+    let mut tok = [0u32; M];
+    let mut bmin = [NONE; NB];
+    for k in 0..n {
+        next[k] = (k + 1) as u16;
+        prev[k] = k.wrapping_sub(1) as u16;
+        if k + 1 < n {
+            rank[k] = key9(v.pair(piece[k], piece[k + 1]), k);
+        }
+        if S::IDS {
+            tok[k] = v.byte_rank[usize::from(piece[k])];
+        }
+    }
+    let nb = (n - 1).div_ceil(BLK);
+    for (b, m) in bmin[..nb].iter_mut().enumerate() {
+        *m = block_min(&rank, b);
+    }
+    let mut parts = n;
+    loop {
+        let best = bmin[..nb].iter().copied().min().unwrap_or(NONE);
+        if best == NONE {
+            break;
+        }
+        let m = best >> 9;
+        let k = (best & 511) as usize % M;
+        let b = k / BLK;
+        let r = usize::from(next[k]);
+        let nn = usize::from(next[r % M]);
+        // Merge parts k and r: the new part spans k..nn.
+        if S::IDS {
+            tok[k] = m;
+        }
+        parts -= 1;
+        next[k] = nn as u16;
+        rank[r % M] = NONE;
+        if nn < n {
+            prev[nn] = k as u16;
+            rank[k] = key9(rank_of(v, piece, k, usize::from(next[nn])), k);
+        } else {
+            rank[k] = NONE;
+        }
+        bmin[b] = block_min(&rank, b);
+        let rb = (r % M) / BLK;
+        if rb != b && rb < nb {
+            bmin[rb] = block_min(&rank, rb);
+        }
+        if k > 0 {
+            let p = usize::from(prev[k]) % M;
+            rank[p] = key9(rank_of(v, piece, p, nn), p);
+            let pb = p / BLK;
+            bmin[pb] = block_min(&rank, pb);
+        }
+    }
+    if S::IDS {
+        let mut k = 0;
+        while k < n {
+            sink.push(tok[k]);
+            k = usize::from(next[k]);
+        }
+    } else {
+        sink.add_count(parts);
     }
 }
 

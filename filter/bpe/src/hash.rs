@@ -60,18 +60,25 @@ pub(crate) fn hash_bytes(s: &[u8]) -> u64 {
     h.wrapping_mul(K1)
 }
 
-/// Number of tag bits stored beside the rank in a table slot.
-pub(crate) const TAG_BITS: u32 = 14;
-/// Number of rank bits in a table slot (ranks < 2^18 = 262144).
-pub(crate) const RANK_BITS: u32 = 18;
-pub(crate) const RANK_MASK: u32 = (1 << RANK_BITS) - 1;
-/// Empty slot marker (its rank bits exceed every real rank).
+/// Bytes per hash table slot: u64 key (packed bytes if len <= 8, else blob
+/// offset), u32 `rank | len << LEN_SHIFT` (`u32::MAX` = empty), u32 hash32.
+pub(crate) const SLOT: usize = 16;
+pub(crate) const LEN_SHIFT: u32 = 18;
+/// Rank bits (ranks < 2^18 = 262144).
+pub(crate) const RANK_MASK: u32 = (1 << LEN_SHIFT) - 1;
+/// Empty slot marker (in the rank/len word).
 pub(crate) const EMPTY: u32 = u32::MAX;
 
-/// Slot index (top `bits` bits) and tag (the next TAG_BITS bits).
+/// Blocked Bloom filter over all tokens of 3+ bytes: `FILTER_WORDS` u64
+/// words; a string may be a token only if both its bits are set in its word.
+/// It lives in cache and spares most unsuccessful table probes while merging.
+pub(crate) const FILTER_WORDS_LOG2: u32 = 15;
+
+/// (word index, bit mask) of `h` in the filter.
 #[inline(always)]
-pub(crate) fn slot_and_tag(h: u64, bits: u32) -> (usize, u32) {
-    let idx = (h >> (64 - bits)) as usize;
-    let tag = ((h >> (64 - bits - TAG_BITS)) as u32) & ((1 << TAG_BITS) - 1);
-    (idx, tag)
+pub(crate) fn filter_pos(h: u64) -> (usize, u64) {
+    let w = (h as usize) & ((1 << FILTER_WORDS_LOG2) - 1);
+    let b1 = (h >> FILTER_WORDS_LOG2) & 63;
+    let b2 = (h >> (FILTER_WORDS_LOG2 + 6)) & 63;
+    (w, (1u64 << b1) | (1u64 << b2))
 }

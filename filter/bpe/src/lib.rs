@@ -77,14 +77,10 @@ impl Encoding {
         self.vocab().n_tokens()
     }
 
-    /// Bytes of the token with the given id, if it is an ordinary token.
-    pub fn token_bytes(self, id: u32) -> Option<&'static [u8]> {
-        self.vocab().token_bytes(id)
-    }
-
-    /// Size in bytes of the static tables used by this encoding (rank table,
-    /// token bytes, metadata, pair table; the shared character class tables
-    /// are not included).
+    /// Size in bytes of the static tables used by this encoding (hash table,
+    /// long-token bytes, pair table; the shared character class tables, about
+    /// 40 KB, are not included). They are `static` data: no runtime
+    /// construction, no heap allocation.
     pub fn table_bytes(self) -> usize {
         self.vocab().table_bytes()
     }

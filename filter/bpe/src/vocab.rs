@@ -1,34 +1,34 @@
-//! Static, build-time generated rank tables.
+//! Static, build-time generated rank tables (see `build.rs`).
 //!
-//! * `blob`: all token bytes concatenated in rank order;
-//! * `meta`: per rank a little-endian u32 `offset << 8 | len` into `blob`;
-//! * `table`: open-addressing (linear probing) hash table of little-endian
-//!   u32 slots `tag << 18 | rank` (`u32::MAX` = empty), indexed by the top bits
-//!   of [`hash_bytes`]; the tag (next 14 hash bits) skips almost all
-//!   non-matching slots without touching the blob;
+//! * `table`: Robin Hood open-addressing hash table, 16-byte little-endian
+//!   slots `[u64 key][u32 rank | len << 18][u32 hash32]`, home slot = top bits
+//!   of `hash32`. `key` holds the token bytes packed ([`pack_short`]) for
+//!   tokens of up to 8 bytes (about 75% of them, verified without touching
+//!   any other memory), else the offset of the bytes in `blob`;
+//! * `blob`: bytes of the tokens longer than 8 bytes;
 //! * `pairs`: rank of every 2-byte token, indexed by `b0 << 8 | b1`
 //!   (`u32::MAX` = none), the most frequent lookup while merging.
 
 use crate::generated as g;
-use crate::hash::{EMPTY, RANK_BITS, RANK_MASK, hash_bytes, pack_short, slot_and_tag};
+use crate::hash::{EMPTY, LEN_SHIFT, RANK_MASK, SLOT, filter_pos, hash_bytes, pack_short};
 
 pub(crate) struct Vocab {
     blob: &'static [u8],
-    meta: &'static [u8],
     table: &'static [u8],
     pairs: &'static [u8],
+    filter: &'static [u8],
     pub(crate) byte_rank: &'static [u32; 256],
     bits: u32,
     mask: usize,
     n_tokens: usize,
-    pub(crate) max_len: usize,
+    max_len: usize,
 }
 
 pub(crate) static CL100K: Vocab = Vocab {
     blob: g::CL100K_BLOB,
-    meta: g::CL100K_META,
     table: g::CL100K_TABLE,
     pairs: g::CL100K_PAIRS,
+    filter: g::CL100K_FILTER,
     byte_rank: &g::CL100K_BYTE_RANK,
     bits: g::CL100K_TABLE_BITS,
     mask: (1 << g::CL100K_TABLE_BITS) - 1,
@@ -38,9 +38,9 @@ pub(crate) static CL100K: Vocab = Vocab {
 
 pub(crate) static O200K: Vocab = Vocab {
     blob: g::O200K_BLOB,
-    meta: g::O200K_META,
     table: g::O200K_TABLE,
     pairs: g::O200K_PAIRS,
+    filter: g::O200K_FILTER,
     byte_rank: &g::O200K_BYTE_RANK,
     bits: g::O200K_TABLE_BITS,
     mask: (1 << g::O200K_TABLE_BITS) - 1,
@@ -55,7 +55,7 @@ pub(crate) const NONE: u32 = u32::MAX;
 fn rd(b: &[u8], i: usize) -> u32 {
     match b.get(i * 4..).and_then(|t| t.first_chunk::<4>()) {
         Some(a) => u32::from_le_bytes(*a),
-        None => EMPTY,
+        None => NONE,
     }
 }
 
@@ -65,21 +65,7 @@ impl Vocab {
     }
 
     pub(crate) fn table_bytes(&self) -> usize {
-        self.blob.len() + self.meta.len() + self.table.len() + self.pairs.len() + 256 * 4
-    }
-
-    #[inline(always)]
-    fn meta_of(&self, rank: u32) -> (usize, usize) {
-        let m = rd(self.meta, rank as usize);
-        ((m >> 8) as usize, (m & 0xFF) as usize)
-    }
-
-    pub(crate) fn token_bytes(&self, rank: u32) -> Option<&'static [u8]> {
-        if rank as usize >= self.n_tokens {
-            return None;
-        }
-        let (off, len) = self.meta_of(rank);
-        self.blob.get(off..off + len)
+        self.blob.len() + self.table.len() + self.pairs.len() + self.filter.len() + 256 * 4
     }
 
     /// Rank of a 2-byte string.
@@ -91,51 +77,106 @@ impl Vocab {
     /// Rank of `s`, or [`NONE`].
     #[inline(always)]
     pub(crate) fn rank(&self, s: &[u8]) -> u32 {
-        let n = s.len();
-        if n > self.max_len {
-            return NONE;
+        match s.len() {
+            0 => NONE,
+            1 => self.byte_rank[usize::from(s[0])],
+            2 => self.pair(s[0], s[1]),
+            n if n > self.max_len => NONE,
+            _ => self.rank_hashed(s),
         }
-        if n == 2 {
-            return self.pair(s[0], s[1]);
-        }
-        if n == 1 {
-            return self.byte_rank[usize::from(s[0])];
-        }
-        self.rank_hashed(s)
     }
 
-    /// Rank of `s` (any length) through the hash table, or [`NONE`].
+    /// Like [`Vocab::rank`], but first consults the Bloom filter: for the
+    /// merge loop, where most candidates are not tokens.
+    #[inline(always)]
+    pub(crate) fn rank_filtered(&self, s: &[u8]) -> u32 {
+        match s.len() {
+            0 => NONE,
+            1 => self.byte_rank[usize::from(s[0])],
+            2 => self.pair(s[0], s[1]),
+            n if n > self.max_len => NONE,
+            _ => {
+                let h = hash_bytes(s);
+                let (w, m) = filter_pos(h);
+                let word = match self.filter.get(w * 8..).and_then(|t| t.first_chunk::<8>()) {
+                    Some(a) => u64::from_le_bytes(*a),
+                    None => u64::MAX,
+                };
+                if word & m != m {
+                    return NONE;
+                }
+                self.probe(s, h)
+            }
+        }
+    }
+
+    /// Rank of `s` (any length >= 1) through the hash table, or [`NONE`].
     #[inline(always)]
     pub(crate) fn rank_hashed(&self, s: &[u8]) -> u32 {
-        let (mut idx, tag) = slot_and_tag(hash_bytes(s), self.bits);
-        loop {
-            let e = rd(self.table, idx);
-            if e == EMPTY {
-                return NONE;
-            }
-            if e >> RANK_BITS == tag {
-                let r = e & RANK_MASK;
-                if self.eq(r, s) {
-                    return r;
-                }
-            }
-            idx = (idx + 1) & self.mask;
-        }
+        self.probe(s, hash_bytes(s))
     }
 
     #[inline(always)]
-    fn eq(&self, rank: u32, s: &[u8]) -> bool {
-        let (off, len) = self.meta_of(rank);
-        if len != s.len() {
-            return false;
-        }
-        let Some(t) = self.blob.get(off..off + len) else {
-            return false;
-        };
-        if len <= 8 {
-            pack_short(t) == pack_short(s)
-        } else {
-            t == s
+    fn probe(&self, s: &[u8], h: u64) -> u32 {
+        let n = s.len();
+        let h32 = (h >> 32) as u32;
+        let shift = 32 - self.bits;
+        let mut idx = (h32 >> shift) as usize;
+        let mut dist = 0usize;
+        let short = n <= 8;
+        let key = if short { pack_short(s) } else { 0 };
+        let want_len = (n as u32) << LEN_SHIFT;
+        loop {
+            let Some(slot) = self
+                .table
+                .get(idx * SLOT..)
+                .and_then(|t| t.first_chunk::<SLOT>())
+            else {
+                return NONE;
+            };
+            let [
+                k0,
+                k1,
+                k2,
+                k3,
+                k4,
+                k5,
+                k6,
+                k7,
+                r0,
+                r1,
+                r2,
+                r3,
+                h0,
+                h1,
+                h2,
+                h3,
+            ] = *slot;
+            let rl = u32::from_le_bytes([r0, r1, r2, r3]);
+            if rl == EMPTY {
+                return NONE;
+            }
+            let sh = u32::from_le_bytes([h0, h1, h2, h3]);
+            if sh == h32 && rl & !RANK_MASK == want_len {
+                let k = u64::from_le_bytes([k0, k1, k2, k3, k4, k5, k6, k7]);
+                let eq = if short {
+                    k == key
+                } else {
+                    let off = k as usize;
+                    self.blob.get(off..off + n) == Some(s)
+                };
+                if eq {
+                    return rl & RANK_MASK;
+                }
+            }
+            // Robin Hood invariant: entries are ordered by probe distance, so
+            // once a resident is closer to its home than we are, stop.
+            let their = idx.wrapping_sub((sh >> shift) as usize) & self.mask;
+            if their < dist {
+                return NONE;
+            }
+            idx = (idx + 1) & self.mask;
+            dist += 1;
         }
     }
 }

@@ -29,9 +29,8 @@ fn api_basics() {
     for enc in Encoding::ALL {
         assert!(enc.count("<|endoftext|>") > 1);
         for id in enc.encode("Hello, wörld! 你好") {
-            assert!(enc.token_bytes(id).is_some());
+            assert!((id as usize) < enc.vocab_size());
         }
-        assert_eq!(enc.token_bytes(u32::MAX), None);
         assert!(enc.table_bytes() < 10 << 20);
     }
 }

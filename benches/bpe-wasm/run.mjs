@@ -1,0 +1,29 @@
+// Runs the wasm32-wasip1 benchmark command under Node.js (V8) with WASI
+// preview1: node run.mjs MODULE.wasm CORPUS_DIR [SECONDS_PER_CASE]
+import { readFile, stat } from 'node:fs/promises';
+import { resolve } from 'node:path';
+import { WASI } from 'node:wasi';
+
+const [modulePath, corpusDir, secs = '1'] = process.argv.slice(2);
+if (!modulePath || !corpusDir) {
+  console.error('usage: node run.mjs MODULE.wasm CORPUS_DIR [SECONDS]');
+  process.exit(2);
+}
+const wasi = new WASI({
+  version: 'preview1',
+  args: ['bpe-wasm-bench', '/corpus', secs],
+  env: {},
+  preopens: { '/corpus': resolve(corpusDir) },
+  returnOnExit: true,
+});
+const bytes = await readFile(modulePath);
+const t0 = performance.now();
+const module = await WebAssembly.compile(bytes);
+const instance = await WebAssembly.instantiate(module, wasi.getImportObject());
+const t1 = performance.now();
+console.log(`module ${modulePath}: ${(await stat(modulePath)).size} bytes; compile+instantiate ${(t1 - t0).toFixed(1)} ms; V8 ${process.versions.v8}, node ${process.version}`);
+const initialMem = instance.exports.memory.buffer.byteLength;
+const code = wasi.start(instance);
+const finalMem = instance.exports.memory.buffer.byteLength;
+console.log(`linear memory: ${(initialMem / 1048576).toFixed(1)} MiB at start, ${(finalMem / 1048576).toFixed(1)} MiB at end`);
+process.exit(code ?? 0);
