@@ -18,7 +18,11 @@ use clap::Parser;
 
 /// Service configuration (CLI flags or environment).
 #[derive(Clone, Debug, Parser)]
-#[command(name = "tollgate-cache-service", version, about = "Tollgate cache service")]
+#[command(
+    name = "tollgate-cache-service",
+    version,
+    about = "Tollgate cache service"
+)]
 pub struct Settings {
     /// Address to listen on.
     #[arg(long, env = "TOLLGATE_LISTEN", default_value = "127.0.0.1:8090")]
@@ -65,7 +69,9 @@ pub async fn run(
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
     state.set_ready(true);
-    axum::serve(listener, app(state)).with_graceful_shutdown(shutdown).await
+    axum::serve(listener, app(state))
+        .with_graceful_shutdown(shutdown)
+        .await
 }
 
 /// Resolves on SIGINT or SIGTERM.
@@ -103,12 +109,21 @@ mod tests {
     #[tokio::test]
     async fn health_and_readiness() {
         let state = AppState::new();
-        let resp = app(state.clone()).oneshot(Request::get("/healthz").body(Body::empty()).unwrap()).await.unwrap();
+        let resp = app(state.clone())
+            .oneshot(Request::get("/healthz").body(Body::empty()).unwrap())
+            .await
+            .unwrap();
         assert_eq!(resp.status(), StatusCode::OK);
-        let resp = app(state.clone()).oneshot(Request::get("/readyz").body(Body::empty()).unwrap()).await.unwrap();
+        let resp = app(state.clone())
+            .oneshot(Request::get("/readyz").body(Body::empty()).unwrap())
+            .await
+            .unwrap();
         assert_eq!(resp.status(), StatusCode::SERVICE_UNAVAILABLE);
         state.set_ready(true);
-        let resp = app(state).oneshot(Request::get("/readyz").body(Body::empty()).unwrap()).await.unwrap();
+        let resp = app(state)
+            .oneshot(Request::get("/readyz").body(Body::empty()).unwrap())
+            .await
+            .unwrap();
         assert_eq!(resp.status(), StatusCode::OK);
     }
 
@@ -122,7 +137,10 @@ mod tests {
         }));
         let mut stream = tokio::net::TcpStream::connect(addr).await.unwrap();
         use tokio::io::{AsyncReadExt, AsyncWriteExt};
-        stream.write_all(b"GET /readyz HTTP/1.1\r\nhost: x\r\nconnection: close\r\n\r\n").await.unwrap();
+        stream
+            .write_all(b"GET /readyz HTTP/1.1\r\nhost: x\r\nconnection: close\r\n\r\n")
+            .await
+            .unwrap();
         let mut buf = String::new();
         stream.read_to_string(&mut buf).await.unwrap();
         assert!(buf.starts_with("HTTP/1.1 200"), "{buf}");

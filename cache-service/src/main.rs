@@ -4,7 +4,9 @@ use tollgate_cache_service::{AppState, Settings, run, shutdown_signal};
 #[tokio::main]
 async fn main() -> std::io::Result<()> {
     tracing_subscriber::fmt()
-        .with_env_filter(tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()))
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),
+        )
         .init();
     let settings = Settings::parse();
     let listener = tokio::net::TcpListener::bind(settings.listen).await?;

@@ -162,16 +162,15 @@ impl<H: Host> Stream<H> {
     }
 
     fn passthrough(&mut self) {
-        if let Some(reason) = self.exchange.passthrough_reason.take() {
-            if let Ok(mut p) = self.plugin.try_borrow_mut() {
-                if let Some(p) = p.as_mut() {
-                    let tags = Tags {
-                        reason: Some(reason),
-                        ..Tags::default()
-                    };
-                    p.count(&self.host, Counter::PassThrough, &tags, 1);
-                }
-            }
+        if let Some(reason) = self.exchange.passthrough_reason.take()
+            && let Ok(mut p) = self.plugin.try_borrow_mut()
+            && let Some(p) = p.as_mut()
+        {
+            let tags = Tags {
+                reason: Some(reason),
+                ..Tags::default()
+            };
+            p.count(&self.host, Counter::PassThrough, &tags, 1);
         }
     }
 
@@ -183,10 +182,7 @@ impl<H: Host> Stream<H> {
             return Flow::Continue;
         };
         let host = &self.host;
-        let read = || match host.request_body(body_size) {
-            Ok(b) => Some(b),
-            Err(_) => None,
-        };
+        let read = || host.request_body(body_size).ok();
         let verdict = {
             let Ok(mut guard) = self.plugin.try_borrow_mut() else {
                 return Flow::Continue;
@@ -200,10 +196,10 @@ impl<H: Host> Stream<H> {
         match verdict {
             BodyVerdict::Buffer => Flow::Pause,
             BodyVerdict::Continue { body } => {
-                if let Some(b) = body {
-                    if let Err(e) = self.host.replace_request_body(body_size, &b) {
-                        self.warn(&format!("cannot rewrite request body: host status {}", e.0));
-                    }
+                if let Some(b) = body
+                    && let Err(e) = self.host.replace_request_body(body_size, &b)
+                {
+                    self.warn(&format!("cannot rewrite request body: host status {}", e.0));
                 }
                 Flow::Continue
             }

@@ -14,6 +14,14 @@ use std::time::{Duration, Instant};
 
 use serde_json::Value;
 
+/// A plain HTTP client for tests and benchmarks (no TLS; 30 s timeout).
+pub fn http_client() -> reqwest::Client {
+    reqwest::Client::builder()
+        .timeout(Duration::from_secs(30))
+        .build()
+        .unwrap_or_default()
+}
+
 /// The workspace root.
 pub fn workspace_root() -> PathBuf {
     let here = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
@@ -216,10 +224,10 @@ impl Envoy {
                     self.log_tail(40)
                 ));
             }
-            if let Some(child) = self.child.as_mut() {
-                if let Ok(Some(status)) = child.try_wait() {
-                    return Err(format!("Envoy exited ({status})\n{}", self.log_tail(40)));
-                }
+            if let Some(child) = self.child.as_mut()
+                && let Ok(Some(status)) = child.try_wait()
+            {
+                return Err(format!("Envoy exited ({status})\n{}", self.log_tail(40)));
             }
             tokio::time::sleep(Duration::from_millis(20)).await;
             let Ok(addr) = std::fs::read_to_string(admin_path) else {
@@ -271,10 +279,10 @@ impl Envoy {
         let text = self.admin_get("/stats?filter=tollgate_").await?;
         let mut out = BTreeMap::new();
         for line in text.lines() {
-            if let Some((name, value)) = line.rsplit_once(": ") {
-                if let Ok(v) = value.trim().parse::<u64>() {
-                    out.insert(name.trim_start_matches("wasmcustom.").to_string(), v);
-                }
+            if let Some((name, value)) = line.rsplit_once(": ")
+                && let Ok(v) = value.trim().parse::<u64>()
+            {
+                out.insert(name.trim_start_matches("wasmcustom.").to_string(), v);
             }
         }
         Ok(out)

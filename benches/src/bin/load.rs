@@ -248,7 +248,12 @@ async fn idle_rss(up: SocketAddr, workers: u32) -> f64 {
     let client = tollgate_tests::harness::http_client();
     let body = json!({"model": "gpt-4o-mini", "messages": [{"role": "user", "content": "Hello there, how are you?"}]}).to_string();
     for _ in 0..(20 * workers) {
-        let _ = client.post(envoy.url("/v1/chat/completions")).header("content-type", "application/json").body(body.clone()).send().await;
+        let _ = client
+            .post(envoy.url("/v1/chat/completions"))
+            .header("content-type", "application/json")
+            .body(body.clone())
+            .send()
+            .await;
     }
     tokio::time::sleep(Duration::from_millis(300)).await;
     let rss = envoy.rss_kib().unwrap_or(0) as f64 / 1024.0;

@@ -216,7 +216,7 @@ impl Pattern {
 
 /// Sorts patterns so the most specific match is found first.
 fn by_specificity<T>(mut v: Vec<(Pattern, T)>) -> Vec<(Pattern, T)> {
-    v.sort_by(|a, b| b.0.specificity().cmp(&a.0.specificity()));
+    v.sort_by_key(|e| std::cmp::Reverse(e.0.specificity()));
     v
 }
 
@@ -281,10 +281,10 @@ fn rule(raw: &RawMaxTokensRule, what: &str) -> Result<MaxTokensRule, String> {
             return Err(format!("maxTokens {what}: {name} must be at least 1"));
         }
     }
-    if let (Some(d), Some(c)) = (raw.default, raw.cap) {
-        if d > c {
-            return Err(format!("maxTokens {what}: default {d} is above cap {c}"));
-        }
+    if let (Some(d), Some(c)) = (raw.default, raw.cap)
+        && d > c
+    {
+        return Err(format!("maxTokens {what}: default {d} is above cap {c}"));
     }
     Ok(MaxTokensRule {
         default: raw.default,

@@ -203,16 +203,15 @@ pub fn render_functions(functions: &[&serde_json::Value]) -> String {
         out.push_str("type ");
         out.push_str(name);
         out.push_str(" = (");
-        if let Some(params) = f.get("parameters") {
-            if params
+        if let Some(params) = f.get("parameters")
+            && params
                 .get("properties")
                 .and_then(Value::as_object)
                 .is_some_and(|p| !p.is_empty())
-            {
-                out.push_str("_: {\n");
-                render_object(params, 0, &mut out);
-                out.push('}');
-            }
+        {
+            out.push_str("_: {\n");
+            render_object(params, 0, &mut out);
+            out.push('}');
         }
         out.push_str(") => any;\n\n");
     }

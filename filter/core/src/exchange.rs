@@ -306,12 +306,12 @@ impl Exchange {
             self.passthrough_reason = Some("not_llm");
             return HeadersVerdict::PassThrough;
         };
-        if let Some(enc) = header(headers, "content-encoding") {
-            if !enc.trim().eq_ignore_ascii_case("identity") {
-                // Compressed request bodies are rare for LLM APIs; pass them on rather than guess.
-                self.passthrough_reason = Some("content_encoding");
-                return HeadersVerdict::PassThrough;
-            }
+        if let Some(enc) = header(headers, "content-encoding")
+            && !enc.trim().eq_ignore_ascii_case("identity")
+        {
+            // Compressed request bodies are rare for LLM APIs; pass them on rather than guess.
+            self.passthrough_reason = Some("content_encoding");
+            return HeadersVerdict::PassThrough;
         }
         let identity = match identify(&cfg.tenant, headers) {
             Ok(id) => id,
@@ -330,14 +330,9 @@ impl Exchange {
         }
         if let Some(len) =
             header(headers, "content-length").and_then(|v| v.trim().parse::<u64>().ok())
+            && len > cfg.max_request_bytes
         {
-            if len > cfg.max_request_bytes {
-                return HeadersVerdict::Reply(self.reject(
-                    api,
-                    &identity.tenant,
-                    too_large(api, cfg),
-                ));
-            }
+            return HeadersVerdict::Reply(self.reject(api, &identity.tenant, too_large(api, cfg)));
         }
         self.state = State::ReadingBody { api, identity };
         // The body may be rewritten (max_tokens), so its length may change.

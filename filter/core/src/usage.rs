@@ -389,10 +389,10 @@ impl UsageParser {
     }
 
     fn take_model(&mut self, v: &Value) {
-        if self.model.is_none() {
-            if let Some(m) = v.get("model").and_then(Value::as_str) {
-                self.model = Some(m.chars().take(256).collect());
-            }
+        if self.model.is_none()
+            && let Some(m) = v.get("model").and_then(Value::as_str)
+        {
+            self.model = Some(m.chars().take(256).collect());
         }
     }
 
