@@ -207,6 +207,33 @@ impl<H: Host> Stream<H> {
         }
     }
 
+    /// Request trailers end the request body (HTTP/2, chunked trailers): decide on the body
+    /// buffered so far, which would otherwise wait forever for an end-of-stream body callback.
+    pub fn on_request_trailers(&mut self) -> Flow {
+        if !self.exchange.is_awaiting_request_body() {
+            return Flow::Continue;
+        }
+        let limit = self.config().map_or(0, |c| c.max_request_bytes as usize);
+        let size = self
+            .host
+            .request_body(limit.saturating_add(1))
+            .map_or(0, |b| b.len());
+        self.on_request_body(size, true)
+    }
+
+    /// Response trailers end the response body: settle it (a held body is read whole).
+    pub fn on_response_trailers(&mut self) -> Flow {
+        if !self.exchange.is_metered() {
+            return Flow::Continue;
+        }
+        let size = if self.exchange.is_holding() {
+            usize::MAX >> 1
+        } else {
+            0
+        };
+        self.on_response_body(size, true)
+    }
+
     pub fn on_response_headers(&mut self, end_of_stream: bool) -> Flow {
         if !self.exchange.is_metered() {
             return Flow::Continue;
@@ -354,7 +381,8 @@ mod tests {
             Ok(())
         }
         fn request_body(&self, size: usize) -> Result<Vec<u8>, HostError> {
-            Ok(self.req_body.borrow()[..size].to_vec())
+            let b = self.req_body.borrow();
+            Ok(b[..size.min(b.len())].to_vec())
         }
         fn replace_request_body(&self, _old: usize, body: &[u8]) -> Result<(), HostError> {
             *self.req_body.borrow_mut() = body.to_vec();
@@ -362,7 +390,7 @@ mod tests {
         }
         fn response_body(&self, size: usize) -> Result<Vec<u8>, HostError> {
             let b = self.resp_body.borrow();
-            Ok(b[b.len() - size..].to_vec())
+            Ok(b[b.len().saturating_sub(size)..].to_vec())
         }
         fn send_reply(&self, reply: &LocalReply) -> Result<(), HostError> {
             self.replies.borrow_mut().push(reply.clone());
@@ -531,6 +559,38 @@ mod tests {
             fake.metrics
                 .borrow()
                 .contains(&("tollgate_passthrough_total;reason=not_llm".into(), 1))
+        );
+    }
+
+    #[test]
+    fn trailers_end_request_and_response_bodies() {
+        let fake = Fake::default();
+        *fake.req_headers.borrow_mut() =
+            h(&[(":method", "POST"), (":path", "/v1/chat/completions")]);
+        let body =
+            br#"{"model":"gpt-4o","max_tokens":5,"messages":[{"role":"user","content":"hi"}]}"#;
+        *fake.req_body.borrow_mut() = body.to_vec();
+        let mut s = Stream::new(&fake, plugin(r#"{"stopOnHeaders": true}"#), 3);
+        assert_eq!(s.on_request_headers(false), Flow::Pause);
+        assert_eq!(s.on_request_body(body.len(), false), Flow::Pause);
+        assert_eq!(
+            s.on_request_trailers(),
+            Flow::Continue,
+            "trailers release the request"
+        );
+        assert_eq!(s.on_request_trailers(), Flow::Continue, "idempotent");
+        *fake.resp_headers.borrow_mut() =
+            h(&[(":status", "200"), ("content-type", "application/json")]);
+        assert_eq!(s.on_response_headers(false), Flow::Pause);
+        *fake.resp_body.borrow_mut() =
+            br#"{"usage":{"prompt_tokens":4,"completion_tokens":2}}"#.to_vec();
+        let n = fake.resp_body.borrow().len();
+        assert_eq!(s.on_response_body(n, false), Flow::Pause);
+        assert_eq!(s.on_response_trailers(), Flow::Continue);
+        assert!(
+            fake.resp_headers
+                .borrow()
+                .contains(&("x-tollgate-completion-tokens".into(), "2".into()))
         );
     }
 

@@ -110,12 +110,20 @@ impl HttpContext for Http {
         action(self.stream.on_request_body(body_size, end_of_stream))
     }
 
+    fn on_http_request_trailers(&mut self, _num_trailers: usize) -> Action {
+        action(self.stream.on_request_trailers())
+    }
+
     fn on_http_response_headers(&mut self, _num_headers: usize, end_of_stream: bool) -> Action {
         action(self.stream.on_response_headers(end_of_stream))
     }
 
     fn on_http_response_body(&mut self, body_size: usize, end_of_stream: bool) -> Action {
         action(self.stream.on_response_body(body_size, end_of_stream))
+    }
+
+    fn on_http_response_trailers(&mut self, _num_trailers: usize) -> Action {
+        action(self.stream.on_response_trailers())
     }
 
     fn on_log(&mut self) {

@@ -269,6 +269,11 @@ impl Exchange {
         !matches!(self.state, State::Bypass)
     }
 
+    /// Whether the request body is still being buffered.
+    pub fn is_awaiting_request_body(&self) -> bool {
+        matches!(self.state, State::ReadingBody { .. })
+    }
+
     /// The outcome, once (after the response ended or the exchange was rejected/finished).
     pub fn take_outcome(&mut self) -> Option<Outcome> {
         self.outcome.take()
