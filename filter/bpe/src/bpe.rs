@@ -5,6 +5,7 @@
 use std::cmp::Reverse;
 use std::collections::BinaryHeap;
 
+use crate::hash::hash_bytes;
 use crate::vocab::{NONE, Vocab};
 
 /// Receives the token ids of a piece.
@@ -49,11 +50,40 @@ const BLK: usize = 16;
 
 #[inline(always)]
 pub(crate) fn encode_piece<S: Sink>(v: &Vocab, piece: &[u8], sink: &mut S) {
-    let r = v.rank(piece);
+    let n = piece.len();
+    if n <= 2 || n > v.max_len() {
+        let r = v.rank(piece);
+        if r != NONE {
+            sink.push(r);
+        } else {
+            merge(v, piece, sink);
+        }
+        return;
+    }
+    let h = hash_bytes(piece);
+    let r = v.probe(piece, h);
     if r != NONE {
         sink.push(r);
         return;
     }
+    #[cfg(feature = "memo")]
+    if !S::IDS && n <= crate::memo::MAX_LEN {
+        if let Some(c) = crate::memo::get(v.id(), piece, h) {
+            sink.add_count(c);
+            return;
+        }
+        let mut c = Counter(0);
+        merge(v, piece, &mut c);
+        crate::memo::put(v.id(), piece, h, c.0);
+        sink.add_count(c.0);
+        return;
+    }
+    merge(v, piece, sink);
+}
+
+/// Byte-pair merges a piece that is not a single token.
+#[inline(always)]
+fn merge<S: Sink>(v: &Vocab, piece: &[u8], sink: &mut S) {
     if piece.len() <= SMALL {
         merge_small(v, piece, sink);
     } else if piece.len() <= 64 {
@@ -83,7 +113,7 @@ fn rank_of(v: &Vocab, piece: &[u8], a: usize, b: usize) -> u32 {
 #[inline(never)]
 fn merge_small<S: Sink>(v: &Vocab, piece: &[u8], sink: &mut S) {
     let n = piece.len();
-    if n > SMALL || n < 2 {
+    if !(2..=SMALL).contains(&n) {
         return merge_large(v, piece, sink);
     }
     let mut rank = [NONE; SMALL];

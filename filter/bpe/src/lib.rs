@@ -14,6 +14,8 @@
 //! `<|endoftext|>` are treated as ordinary text).
 
 mod bpe;
+#[cfg(feature = "memo")]
+mod memo;
 mod pretok;
 mod vocab;
 
@@ -115,6 +117,14 @@ fn run<S: Sink, const CL100K: bool>(v: &Vocab, s: &[u8], sink: &mut S) {
         bpe::encode_piece(v, piece, sink);
         i = e;
     }
+}
+
+/// Forgets the calling thread's memo of merged pieces (feature `memo`,
+/// enabled by default; a no-op without it). Never needed for correctness:
+/// the memo is exact and bounded. Useful to benchmark never-seen text.
+pub fn clear_memo() {
+    #[cfg(feature = "memo")]
+    memo::clear();
 }
 
 /// Splits `text` into pre-tokenizer pieces exactly like the encoding's

@@ -13,6 +13,7 @@ use crate::generated as g;
 use crate::hash::{EMPTY, LEN_SHIFT, RANK_MASK, SLOT, filter_pos, hash_bytes, pack_short};
 
 pub(crate) struct Vocab {
+    id: u8,
     blob: &'static [u8],
     table: &'static [u8],
     pairs: &'static [u8],
@@ -25,6 +26,7 @@ pub(crate) struct Vocab {
 }
 
 pub(crate) static CL100K: Vocab = Vocab {
+    id: 0,
     blob: g::CL100K_BLOB,
     table: g::CL100K_TABLE,
     pairs: g::CL100K_PAIRS,
@@ -37,6 +39,7 @@ pub(crate) static CL100K: Vocab = Vocab {
 };
 
 pub(crate) static O200K: Vocab = Vocab {
+    id: 1,
     blob: g::O200K_BLOB,
     table: g::O200K_TABLE,
     pairs: g::O200K_PAIRS,
@@ -60,6 +63,18 @@ fn rd(b: &[u8], i: usize) -> u32 {
 }
 
 impl Vocab {
+    /// Small distinct id of the encoding.
+    #[inline(always)]
+    pub(crate) fn id(&self) -> u8 {
+        self.id
+    }
+
+    /// Length of the longest token.
+    #[inline(always)]
+    pub(crate) fn max_len(&self) -> usize {
+        self.max_len
+    }
+
     pub(crate) fn n_tokens(&self) -> usize {
         self.n_tokens
     }
@@ -116,8 +131,9 @@ impl Vocab {
         self.probe(s, hash_bytes(s))
     }
 
+    /// Rank of `s` whose [`hash_bytes`] is `h`, or [`NONE`].
     #[inline(always)]
-    fn probe(&self, s: &[u8], h: u64) -> u32 {
+    pub(crate) fn probe(&self, s: &[u8], h: u64) -> u32 {
         let n = s.len();
         let h32 = (h >> 32) as u32;
         let shift = 32 - self.bits;
