@@ -43,10 +43,9 @@ impl Sink for Vec<u32> {
 
 /// Pieces up to this length use the simple O(n^2) merge on stack arrays.
 const SMALL: usize = 32;
-/// Pieces up to this length use a linked list with per-block minimums
+/// Pieces up to this length use a linked list with a tournament tree
 /// (stack arrays of 64, 128 or 512 entries). At most 512 (see `key9`).
 const MID: usize = 512;
-const BLK: usize = 16;
 
 #[inline(always)]
 pub(crate) fn encode_piece<S: Sink>(v: &Vocab, piece: &[u8], sink: &mut S) {
@@ -87,11 +86,11 @@ fn merge<S: Sink>(v: &Vocab, piece: &[u8], sink: &mut S) {
     if piece.len() <= SMALL {
         merge_small(v, piece, sink);
     } else if piece.len() <= 64 {
-        merge_mid::<S, 64, 4>(v, piece, sink);
+        merge_tree::<S, 64, 128>(v, piece, sink);
     } else if piece.len() <= 128 {
-        merge_mid::<S, 128, 8>(v, piece, sink);
+        merge_tree::<S, 128, 256>(v, piece, sink);
     } else if piece.len() <= MID {
-        merge_mid::<S, MID, { MID / BLK }>(v, piece, sink);
+        merge_tree::<S, MID, { 2 * MID }>(v, piece, sink);
     } else {
         merge_large(v, piece, sink);
     }
@@ -134,7 +133,7 @@ fn merge_small<S: Sink>(v: &Vocab, piece: &[u8], sink: &mut S) {
     let mut parts = n;
     let live = &mut rank[..n - 1];
     loop {
-        let best = live.iter().copied().min().unwrap_or(NONE);
+        let best = min_key(live);
         if best == NONE {
             break;
         }
@@ -198,84 +197,96 @@ fn key9(rank: u32, k: usize) -> u32 {
     }
 }
 
+/// Minimum of `a` (NONE if empty).
 #[inline(always)]
-fn block_min<const M: usize>(rank: &[u32; M], b: usize) -> u32 {
-    rank.get(b * BLK..b * BLK + BLK)
-        .and_then(|x| x.iter().copied().min())
-        .unwrap_or(NONE)
+fn min_key(a: &[u32]) -> u32 {
+    let mut m = NONE;
+    for &x in a {
+        m = m.min(x);
+    }
+    m
 }
 
-/// Medium pieces: parts form a linked list over byte positions (no shifting);
-/// `rank[k]` is the rank of merging the part starting at `k` with the next
-/// one (NONE when impossible or when `k` is not a part start). The leftmost
-/// minimum is found through per-block minimums, so a merge costs
-/// O(BLK + n / BLK) instead of O(n).
+/// Sets leaf `k` of the min-tournament `tree` (leaves at `M + k`) and
+/// updates its ancestors, stopping early once an ancestor is unchanged.
+#[inline(always)]
+fn tree_set<const M2: usize>(tree: &mut [u32; M2], k: usize, key: u32) {
+    let m = M2 / 2;
+    let mut i = (m + k) % M2;
+    tree[i] = key;
+    while i > 1 {
+        let sib = tree[i ^ 1];
+        let cur = tree[i];
+        let parent = i / 2;
+        let v = cur.min(sib);
+        if tree[parent] == v {
+            break;
+        }
+        tree[parent] = v;
+        i = parent;
+    }
+}
+
+/// Medium pieces: like [`merge_small`] (linked list over byte positions, no
+/// shifting) but the leftmost minimum is kept in a tournament tree
+/// (`tree[1]` = minimum key), so a merge costs O(log n).
 #[inline(never)]
-fn merge_mid<S: Sink, const M: usize, const NB: usize>(v: &Vocab, piece: &[u8], sink: &mut S) {
+fn merge_tree<S: Sink, const M: usize, const M2: usize>(v: &Vocab, piece: &[u8], sink: &mut S) {
     let n = piece.len();
-    if n > M || n < 2 || NB * BLK != M {
+    if n > M || n < 2 || M2 != 2 * M || M > 512 {
         return merge_large(v, piece, sink);
     }
-    let mut rank = [NONE; M];
+    let mut tree = [NONE; M2];
     let mut next = [0u16; M];
     let mut prev = [0u16; M];
     let mut tok = [0u32; M];
-    let mut bmin = [NONE; NB];
     for k in 0..n {
         next[k] = (k + 1) as u16;
         prev[k] = k.wrapping_sub(1) as u16;
         if k + 1 < n {
-            rank[k] = key9(v.pair(piece[k], piece[k + 1]), k);
+            tree[M + k] = key9(v.pair(piece[k], piece[k + 1]), k);
         }
         if S::IDS {
             tok[k] = v.byte_rank[usize::from(piece[k])];
         }
     }
-    let nb = (n - 1).div_ceil(BLK);
-    for (b, m) in bmin[..nb].iter_mut().enumerate() {
-        *m = block_min(&rank, b);
+    for i in (1..M).rev() {
+        tree[i] = tree[2 * i].min(tree[2 * i + 1]);
     }
     let mut parts = n;
     loop {
-        let best = bmin[..nb].iter().copied().min().unwrap_or(NONE);
+        let best = tree[1];
         if best == NONE {
             break;
         }
-        let m = best >> 9;
         let k = (best & 511) as usize % M;
-        let b = k / BLK;
-        let r = usize::from(next[k]);
-        let nn = usize::from(next[r % M]);
+        let r = usize::from(next[k]) % M;
+        let nn = usize::from(next[r]);
         // Merge parts k and r: the new part spans k..nn.
         if S::IDS {
-            tok[k] = m;
+            tok[k] = best >> 9;
         }
         parts -= 1;
         next[k] = nn as u16;
-        rank[r % M] = NONE;
-        if nn < n {
-            prev[nn] = k as u16;
-            rank[k] = key9(rank_of(v, piece, k, usize::from(next[nn])), k);
+        tree_set(&mut tree, r, NONE);
+        let nr = if nn < n {
+            prev[nn % M] = k as u16;
+            key9(rank_of(v, piece, k, usize::from(next[nn % M])), k)
         } else {
-            rank[k] = NONE;
-        }
-        bmin[b] = block_min(&rank, b);
-        let rb = (r % M) / BLK;
-        if rb != b && rb < nb {
-            bmin[rb] = block_min(&rank, rb);
-        }
+            NONE
+        };
+        tree_set(&mut tree, k, nr);
         if k > 0 {
             let p = usize::from(prev[k]) % M;
-            rank[p] = key9(rank_of(v, piece, p, nn), p);
-            let pb = p / BLK;
-            bmin[pb] = block_min(&rank, pb);
+            let pr = key9(rank_of(v, piece, p, nn), p);
+            tree_set(&mut tree, p, pr);
         }
     }
     if S::IDS {
         let mut k = 0;
         while k < n {
-            sink.push(tok[k]);
-            k = usize::from(next[k]);
+            sink.push(tok[k % M]);
+            k = usize::from(next[k % M]);
         }
     } else {
         sink.add_count(parts);

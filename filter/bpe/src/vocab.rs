@@ -13,6 +13,7 @@ use crate::generated as g;
 use crate::hash::{EMPTY, LEN_SHIFT, RANK_MASK, SLOT, filter_pos, hash_bytes, pack_short};
 
 pub(crate) struct Vocab {
+    #[cfg_attr(not(feature = "memo"), allow(dead_code))]
     id: u8,
     blob: &'static [u8],
     table: &'static [u8],
@@ -64,6 +65,7 @@ fn rd(b: &[u8], i: usize) -> u32 {
 
 impl Vocab {
     /// Small distinct id of the encoding.
+    #[cfg_attr(not(feature = "memo"), allow(dead_code))]
     #[inline(always)]
     pub(crate) fn id(&self) -> u8 {
         self.id

@@ -159,3 +159,41 @@ fn megabyte_corpus_prompt() {
         );
     }
 }
+
+/// Many threads counting at once (each has its own memo) agree with encode().
+#[test]
+fn concurrent_counting() {
+    let words: Vec<String> = (0..3000)
+        .map(|i| {
+            format!(
+                " Donaudampf{i}schiff слово{} 日本語{} naïveté'S",
+                i % 97,
+                i % 13
+            )
+        })
+        .collect();
+    let text = words.concat();
+    let expect: Vec<usize> = Encoding::ALL
+        .iter()
+        .map(|e| e.encode(&text).len())
+        .collect();
+    std::thread::scope(|s| {
+        for t in 0..4 {
+            let (text, expect) = (&text, &expect);
+            s.spawn(move || {
+                for round in 0..3 {
+                    if (t + round) % 2 == 0 {
+                        tollgate_bpe::clear_memo();
+                    }
+                    for (enc, want) in Encoding::ALL.iter().zip(expect) {
+                        assert_eq!(enc.count(text), *want);
+                    }
+                }
+            });
+        }
+    });
+    // Same as the reference.
+    for (enc, want) in Encoding::ALL.iter().zip(&expect) {
+        assert_eq!(common::reference(*enc).encode_ordinary(&text).len(), *want);
+    }
+}
