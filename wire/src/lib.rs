@@ -111,3 +111,181 @@ mod tests {
         }
     }
 }
+
+/// Filter -> service wire contract (`POST /v1/admit`, `POST /v1/settle`).
+///
+/// Admit is called once per metered request, before the provider, with a strict timeout; settle
+/// records are batched by each Envoy VM and sent after responses complete. Every field added
+/// later must be optional (`#[serde(default)]`) so filters and services of adjacent versions
+/// interoperate.
+pub mod admit {
+    use serde::{Deserialize, Serialize};
+
+    use crate::{Api, Usage, UsageSource};
+
+    /// `POST /v1/admit` body.
+    #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+    pub struct AdmitRequest {
+        /// Filter-generated id, echoed in the settle record.
+        pub request_id: String,
+        pub tenant: String,
+        pub api: Option<Api>,
+        /// Model after routing.
+        pub model: String,
+        pub stream: bool,
+        /// Request path (for per-route cache rules).
+        pub route: String,
+        /// Cache lookup; `None` when the filter knows the request cannot use the cache.
+        #[serde(default)]
+        pub cache: Option<CacheQuery>,
+    }
+
+    /// What the cache needs to know about a request. Prompts are only sent here, never logged.
+    #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+    pub struct CacheQuery {
+        /// Hex SHA-256 of tenant + normalised request (model, messages, tools, answer-changing
+        /// sampling parameters).
+        pub exact_key: String,
+        /// Hex SHA-256 of tenant + model family + sampling parameters + everything but the final
+        /// user turn. Semantic matches are only searched inside one partition.
+        pub partition: String,
+        /// The final user turn (what the semantic lookup embeds and guards inspect). Empty when
+        /// the request does not end with a user turn (then only exact hits are possible).
+        pub query: String,
+        #[serde(default)]
+        pub temperature: Option<f64>,
+        #[serde(default)]
+        pub has_tools: bool,
+        /// `cache-control: no-cache` from the client: do not look up.
+        #[serde(default = "yes")]
+        pub lookup: bool,
+        /// `cache-control: no-store` from the client: do not store.
+        #[serde(default = "yes")]
+        pub store: bool,
+        #[serde(default)]
+        pub prompt_tokens: u64,
+        #[serde(default)]
+        pub max_tokens: Option<u64>,
+    }
+
+    fn yes() -> bool {
+        true
+    }
+
+    /// Result of a cache lookup.
+    #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+    #[serde(rename_all = "snake_case")]
+    pub enum CacheOutcome {
+        HitExact,
+        HitSemantic,
+        #[default]
+        Miss,
+        /// Not eligible (rule, client header, tools, temperature...).
+        Bypass,
+        /// The cache could not be consulted (service down, timeout, garbage).
+        Error,
+    }
+
+    impl CacheOutcome {
+        /// Value of the `x-tollgate-cache` response header (contract).
+        pub fn header_value(self) -> &'static str {
+            match self {
+                CacheOutcome::HitExact => "hit-exact",
+                CacheOutcome::HitSemantic => "hit-semantic",
+                CacheOutcome::Miss => "miss",
+                CacheOutcome::Bypass => "bypass",
+                CacheOutcome::Error => "error",
+            }
+        }
+
+        pub fn is_hit(self) -> bool {
+            matches!(self, CacheOutcome::HitExact | CacheOutcome::HitSemantic)
+        }
+    }
+
+    /// A cached answer in provider-neutral form; the filter renders it as the requested API's
+    /// JSON or SSE stream.
+    #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+    pub struct CachedCompletion {
+        pub entry_id: String,
+        /// Model that produced the answer.
+        pub model: String,
+        pub text: String,
+        /// `stop` or `length`.
+        pub finish_reason: String,
+        /// Usage of the original call (what a hit saves).
+        pub usage: Usage,
+        /// Cost of the original call in pico-USD, if priced.
+        #[serde(default)]
+        pub cost_pico: Option<u64>,
+        /// Unix seconds.
+        pub created_at: u64,
+    }
+
+    /// `POST /v1/admit` response.
+    #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+    pub struct AdmitResponse {
+        pub cache: CacheDecision,
+    }
+
+    #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+    pub struct CacheDecision {
+        pub outcome: CacheOutcome,
+        /// The answer to serve, on a hit.
+        #[serde(default)]
+        pub entry: Option<CachedCompletion>,
+        /// Cosine similarity of a semantic hit (or shadow candidate).
+        #[serde(default)]
+        pub similarity: Option<f32>,
+        /// The service wants the response stored on settle.
+        #[serde(default)]
+        pub store: bool,
+        /// Why the request bypassed the cache (rule name), for logs and metrics.
+        #[serde(default)]
+        pub reason: Option<String>,
+        /// Shadow mode: the semantic hit that would have been served (not served).
+        #[serde(default)]
+        pub shadow_entry_id: Option<String>,
+    }
+
+    /// `POST /v1/settle` body: records batched by one VM.
+    #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+    pub struct SettleBatch {
+        pub records: Vec<SettleRecord>,
+    }
+
+    /// One finished request.
+    #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+    pub struct SettleRecord {
+        pub request_id: String,
+        pub tenant: String,
+        pub api: Option<Api>,
+        pub model: String,
+        pub stream: bool,
+        pub status: u16,
+        pub usage: Usage,
+        pub usage_source: UsageSource,
+        #[serde(default)]
+        pub cost_pico: Option<u64>,
+        pub cache: CacheOutcome,
+        /// What a cache hit saved, pico-USD.
+        #[serde(default)]
+        pub saved_pico: u64,
+        /// Unix milliseconds when the response finished.
+        pub finished_at_ms: u64,
+        /// The response to store (only when admit asked for it and the response was a success).
+        #[serde(default)]
+        pub store: Option<StoreRequest>,
+    }
+
+    #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+    pub struct StoreRequest {
+        pub exact_key: String,
+        pub partition: String,
+        pub query: String,
+        pub completion: CachedCompletion,
+        /// Shadow mode: the entry that would have been served instead.
+        #[serde(default)]
+        pub shadow_entry_id: Option<String>,
+    }
+}
