@@ -44,7 +44,7 @@ impl Sink for Vec<u32> {
 /// Pieces up to this length use the simple O(n^2) merge on stack arrays.
 const SMALL: usize = 32;
 /// Pieces up to this length use a linked list with a tournament tree
-/// (stack arrays of 64, 128 or 512 entries). At most 512 (see `key9`).
+/// (stack arrays of 64, 128, 256 or 512 entries). At most 512 (see `key9`).
 const MID: usize = 512;
 
 #[inline(always)]
@@ -89,6 +89,8 @@ fn merge<S: Sink>(v: &Vocab, piece: &[u8], sink: &mut S) {
         merge_tree::<S, 64, 128>(v, piece, sink);
     } else if piece.len() <= 128 {
         merge_tree::<S, 128, 256>(v, piece, sink);
+    } else if piece.len() <= 256 {
+        merge_tree::<S, 256, 512>(v, piece, sink);
     } else if piece.len() <= MID {
         merge_tree::<S, MID, { 2 * MID }>(v, piece, sink);
     } else {
