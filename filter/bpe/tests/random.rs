@@ -343,3 +343,41 @@ fn random_code_points_match_tiktoken() {
         failures.join("\n")
     );
 }
+
+/// Long randomized run (not part of the default suite):
+/// `RANDOM_CASES=200000 cargo test --release -p tollgate-bpe --test random -- --ignored`.
+#[test]
+#[ignore]
+fn random_strings_long_run() {
+    let cases: usize = std::env::var("RANDOM_CASES")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(100_000);
+    let seed: u64 = std::env::var("RANDOM_SEED")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(0xC0FF_EE00_D15E_A5E5);
+    let mut rng = Rng(seed | 1);
+    let mut failures = Vec::new();
+    for case in 0..cases {
+        // Concatenate a few generated strings to get longer inputs too.
+        let mut s = make(&mut rng);
+        for _ in 0..rng.below(4) {
+            s.push_str(&make(&mut rng));
+        }
+        for enc in Encoding::ALL {
+            if let Some(m) = common::diff(enc, &s) {
+                failures.push(format!("case {case}: {m}"));
+            }
+        }
+        if failures.len() >= 10 {
+            break;
+        }
+    }
+    assert!(
+        failures.is_empty(),
+        "{} failures:\n{}",
+        failures.len(),
+        failures.join("\n")
+    );
+}
