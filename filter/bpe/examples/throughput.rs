@@ -57,6 +57,44 @@ fn main() {
         println!("{} tokens", total);
         return;
     }
+    if std::env::var_os("ADVERSARIAL").is_some() {
+        // 1 MB adversarial inputs: one huge piece each (or many tiny ones).
+        let mut x: u64 = 0x1234_5678;
+        let alphabet = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+        let b64: String = (0..1 << 20)
+            .map(|_| {
+                x ^= x << 13;
+                x ^= x >> 7;
+                x ^= x << 17;
+                char::from(alphabet[(x % 64) as usize])
+            })
+            .collect();
+        let letters: String = b64.chars().filter(|c| c.is_ascii_alphabetic()).collect();
+        let inputs = [
+            ("base64", b64),
+            ("base64 letters only", letters),
+            ("'a' x 1M", "a".repeat(1 << 20)),
+            ("spaces", " ".repeat(1 << 20)),
+            ("CJK no punctuation", "中文字符测试".repeat((1 << 20) / 18)),
+            ("emoji", "👍🏽".repeat((1 << 20) / 8)),
+        ];
+        for (name, text) in &inputs {
+            let mut line = format!("{name:<22} {:>8} bytes", text.len());
+            for enc in Encoding::ALL {
+                let t = Instant::now();
+                let n = enc.count(text);
+                let el = t.elapsed();
+                line.push_str(&format!(
+                    "  {}: {n} tokens in {:.1} ms ({:.1} MB/s)",
+                    enc.name(),
+                    el.as_secs_f64() * 1e3,
+                    text.len() as f64 / el.as_secs_f64() / 1e6
+                ));
+            }
+            println!("{line}");
+        }
+        return;
+    }
     if std::env::var_os("PERFILE").is_some() {
         for (p, x) in files.iter().zip(&texts) {
             let mut line = format!(

@@ -312,8 +312,9 @@ fn merge_large<S: Sink>(v: &Vocab, piece: &[u8], sink: &mut S) {
         cur: u32,       // token id of this part
     }
     let mut st: Vec<Part> = Vec::with_capacity(n);
-    // (Reverse(rank), Reverse(start)): max-heap pops the lowest rank, leftmost.
-    let mut heap: BinaryHeap<(Reverse<u32>, Reverse<u32>)> = BinaryHeap::with_capacity(n);
+    // Reverse(rank << 32 | start): the max-heap pops the lowest rank, leftmost.
+    let key = |rank: u32, start: u32| Reverse(u64::from(rank) << 32 | u64::from(start));
+    let mut heap: BinaryHeap<Reverse<u64>> = BinaryHeap::with_capacity(n);
     for i in 0..n {
         let nr = if i + 1 < n {
             v.pair(piece[i], piece[i + 1])
@@ -321,7 +322,7 @@ fn merge_large<S: Sink>(v: &Vocab, piece: &[u8], sink: &mut S) {
             NONE
         };
         if nr != NONE {
-            heap.push((Reverse(nr), Reverse(i as u32)));
+            heap.push(key(nr, i as u32));
         }
         st.push(Part {
             prev: if i == 0 { u32::MAX } else { (i - 1) as u32 },
@@ -331,7 +332,8 @@ fn merge_large<S: Sink>(v: &Vocab, piece: &[u8], sink: &mut S) {
             cur: v.byte_rank[usize::from(piece[i])],
         });
     }
-    while let Some((Reverse(r), Reverse(left))) = heap.pop() {
+    while let Some(Reverse(top)) = heap.pop() {
+        let (r, left) = ((top >> 32) as u32, top as u32);
         let left = left as usize;
         let Some(p) = st.get(left) else { break };
         if p.next_rank != r {
@@ -358,7 +360,7 @@ fn merge_large<S: Sink>(v: &Vocab, piece: &[u8], sink: &mut S) {
         };
         st[left].next_rank = nr;
         if nr != NONE {
-            heap.push((Reverse(nr), Reverse(left as u32)));
+            heap.push(key(nr, left as u32));
         }
         if let Some(q) = st.get_mut(right_end) {
             q.prev = left as u32;
@@ -372,7 +374,7 @@ fn merge_large<S: Sink>(v: &Vocab, piece: &[u8], sink: &mut S) {
                 pp.next_rank = pr;
             }
             if pr != NONE {
-                heap.push((Reverse(pr), Reverse(prev)));
+                heap.push(key(pr, prev));
             }
         }
     }
