@@ -3,7 +3,7 @@
 //!
 //! * Pre-tokenization is a hand-written scanner that reproduces the two
 //!   tiktoken split regexes exactly (leftmost-first alternation with
-//!   backtracking semantics), see [`pretok`].
+//!   backtracking semantics), see `src/pretok.rs`.
 //! * All tables (ranks, character classes) are generated at build time by
 //!   `build.rs` and embedded as static data: there is no runtime construction.
 //! * Byte-pair merging follows tiktoken exactly: repeatedly merge the adjacent
