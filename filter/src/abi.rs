@@ -20,6 +20,7 @@ unsafe extern "C" {
     fn proxy_log(level: LogLevel, message_data: *const u8, message_size: usize) -> u32;
     fn proxy_get_current_time_nanoseconds(return_time: *mut u64) -> u32;
     fn proxy_get_log_level(return_level: *mut u32) -> u32;
+    fn proxy_set_tick_period_milliseconds(period: u32) -> u32;
     fn proxy_get_buffer_bytes(
         buffer_type: BufferType,
         start: usize,
@@ -88,6 +89,9 @@ mod native {
         FAILURE
     }
     pub unsafe fn proxy_get_log_level(_: *mut u32) -> u32 {
+        FAILURE
+    }
+    pub unsafe fn proxy_set_tick_period_milliseconds(_: u32) -> u32 {
         FAILURE
     }
     pub unsafe fn proxy_get_buffer_bytes(
@@ -191,6 +195,12 @@ pub fn debug_enabled() -> bool {
         OK => level <= 1,
         _ => false,
     }
+}
+
+/// Asks for `on_tick` every `ms` milliseconds (0 stops ticking).
+pub fn set_tick_period(ms: u32) -> Result<(), HostError> {
+    // SAFETY: plain value.
+    check(unsafe { proxy_set_tick_period_milliseconds(ms) })
 }
 
 pub fn now_nanos() -> u64 {

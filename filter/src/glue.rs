@@ -24,7 +24,12 @@ pub struct Plugin {
     pub config: Rc<Config>,
     pub cache: CountCache,
     pub cardinality: Cardinality,
-    metric_ids: HashMap<(Counter, Tags), u32>,
+    /// Envoy metric ids per tag set, indexed by `Counter::index`.
+    metric_ids: HashMap<Tags, [Option<u32>; Counter::COUNT]>,
+    /// Increments not yet handed to Envoy, by metric id.
+    pending: HashMap<u32, u64>,
+    /// Cached host log level check, refreshed on every flush.
+    pub debug: bool,
 }
 
 /// Memoised texts per VM (system prompts, earlier turns). Each entry is ~40 bytes.
@@ -38,17 +43,39 @@ impl Plugin {
             cache: CountCache::new(COUNT_CACHE_ENTRIES, seed),
             cardinality,
             metric_ids: HashMap::new(),
+            pending: HashMap::new(),
+            debug: false,
         }
+    }
+
+    /// Hands summed counter increments to Envoy (from `on_tick`, or per request when
+    /// `metrics.flushIntervalMs` is 0).
+    pub fn flush_metrics(&mut self, host: &impl Host) {
+        for (id, by) in self.pending.drain() {
+            if by > 0 {
+                let _ = host.increment(id, by);
+            }
+        }
+        self.debug = host.debug_enabled();
     }
 
     /// Increments a counter, defining it on first use.
     pub fn count(&mut self, host: &impl Host, counter: Counter, tags: &Tags, by: u64) {
-        let key = (counter, tags.clone());
-        let id = match self.metric_ids.get(&key) {
-            Some(id) => *id,
+        let cached = self
+            .metric_ids
+            .get(tags)
+            .and_then(|ids| ids.get(counter.index()).copied().flatten());
+        let id = match cached {
+            Some(id) => id,
             None => match host.define_counter(&stat_name(counter, tags)) {
                 Ok(id) => {
-                    self.metric_ids.insert(key, id);
+                    let ids = self
+                        .metric_ids
+                        .entry(tags.clone())
+                        .or_insert([None; Counter::COUNT]);
+                    if let Some(slot) = ids.get_mut(counter.index()) {
+                        *slot = Some(id);
+                    }
                     id
                 }
                 Err(e) => {
@@ -64,9 +91,7 @@ impl Plugin {
                 }
             },
         };
-        if by > 0 {
-            let _ = host.increment(id, by);
-        }
+        *self.pending.entry(id).or_insert(0) += by;
     }
 }
 
@@ -171,6 +196,9 @@ impl<H: Host> Stream<H> {
                 ..Tags::default()
             };
             p.count(&self.host, Counter::PassThrough, &tags, 1);
+            if p.config.metrics.flush_interval_ms == 0 {
+                p.flush_metrics(&self.host);
+            }
         }
     }
 
@@ -305,8 +333,8 @@ impl<H: Host> Stream<H> {
         for (k, v) in outcome.properties() {
             let _ = self.host.set_property(&format!("tollgate.{k}"), &v);
         }
-        self.record(&outcome);
-        if !self.host.debug_enabled() {
+        let debug = self.record(&outcome);
+        if !debug {
             return;
         }
         self.host.log(
@@ -326,16 +354,26 @@ impl<H: Host> Stream<H> {
         );
     }
 
-    fn record(&mut self, outcome: &Outcome) {
+    /// Counts the outcome; returns whether debug logging is on.
+    fn record(&mut self, outcome: &Outcome) -> bool {
         let Ok(mut guard) = self.plugin.try_borrow_mut() else {
-            return;
+            return false;
         };
         let Some(plugin) = guard.as_mut() else {
-            return;
+            return false;
         };
-        for (counter, tags, by) in outcome.counters(&mut plugin.cardinality) {
-            plugin.count(&self.host, counter, &tags, by);
+        // The cardinality limiter and the counters live in the same struct: take the limiter
+        // out for the duration of the walk.
+        let host = &self.host;
+        let mut card = std::mem::replace(&mut plugin.cardinality, Cardinality::new(0, 0));
+        outcome.each_counter(&mut card, |counter, tags, by| {
+            plugin.count(host, counter, tags, by)
+        });
+        plugin.cardinality = card;
+        if plugin.config.metrics.flush_interval_ms == 0 {
+            plugin.flush_metrics(&self.host);
         }
+        plugin.debug
     }
 }
 
@@ -415,9 +453,13 @@ mod tests {
         }
     }
 
+    /// Metrics flushed per request, so assertions see them at once.
     fn plugin(cfg: &str) -> SharedPlugin {
+        let mut v: serde_json::Value =
+            serde_json::from_str(if cfg.is_empty() { "{}" } else { cfg }).unwrap();
+        v["metrics"] = serde_json::json!({"flushIntervalMs": 0});
         Rc::new(RefCell::new(Some(Plugin::new(
-            Config::from_json(cfg.as_bytes()).unwrap(),
+            Config::from_json(v.to_string().as_bytes()).unwrap(),
             1,
         ))))
     }

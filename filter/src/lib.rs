@@ -60,7 +60,15 @@ impl RootContext for Root {
                 let Ok(mut slot) = self.plugin.try_borrow_mut() else {
                     return false;
                 };
+                let flush = cfg.metrics.flush_interval_ms;
                 *slot = Some(Plugin::new(cfg, abi::now_nanos()));
+                let period = if flush == 0 { 1000 } else { flush as u32 };
+                if let Err(e) = abi::set_tick_period(period) {
+                    abi::log(
+                        LogLevel::Warn,
+                        &format!("tollgate: cannot set tick period: host status {}", e.0),
+                    );
+                }
                 abi::log(
                     LogLevel::Info,
                     &format!("tollgate: configured ({models} priced models, stopOnHeaders={stop})"),
@@ -74,6 +82,14 @@ impl RootContext for Root {
                 );
                 false
             }
+        }
+    }
+
+    fn on_tick(&mut self) {
+        if let Ok(mut slot) = self.plugin.try_borrow_mut()
+            && let Some(plugin) = slot.as_mut()
+        {
+            plugin.flush_metrics(&EnvoyHost);
         }
     }
 

@@ -86,6 +86,9 @@ pub fn strip_filter(yaml: &str) -> String {
     out
 }
 
+/// Metrics flush interval the harness configures unless a test sets its own.
+pub const TEST_FLUSH_MS: u64 = 100;
+
 /// How to start Envoy.
 #[derive(Clone, Debug)]
 pub struct EnvoyOptions {
@@ -107,7 +110,10 @@ impl EnvoyOptions {
     /// Both providers served by one upstream, filter on, `stopOnHeaders` as given.
     pub fn new(upstream: SocketAddr, stop_on_headers: bool) -> Self {
         EnvoyOptions {
-            plugin_config: serde_json::json!({ "stopOnHeaders": stop_on_headers }),
+            plugin_config: serde_json::json!({
+                "stopOnHeaders": stop_on_headers,
+                "metrics": {"flushIntervalMs": TEST_FLUSH_MS}
+            }),
             stop_on_headers,
             concurrency: 1,
             with_filter: true,
@@ -120,6 +126,16 @@ impl EnvoyOptions {
     /// Sets the filter config; `stopOnHeaders` is kept in sync with Envoy's flag.
     pub fn config(mut self, mut cfg: Value) -> Self {
         if let Some(o) = cfg.as_object_mut() {
+            // Tests read counters right after requests: flush them from the VM every 100 ms
+            // (production default 1 s); `counters()` waits for one flush.
+            if let Some(m) = o
+                .entry("metrics")
+                .or_insert_with(|| serde_json::json!({}))
+                .as_object_mut()
+            {
+                m.entry("flushIntervalMs")
+                    .or_insert(serde_json::json!(TEST_FLUSH_MS));
+            }
             o.entry("stopOnHeaders")
                 .or_insert(Value::Bool(self.stop_on_headers));
             self.stop_on_headers = o
@@ -276,6 +292,8 @@ impl Envoy {
     /// All `tollgate_*` counters as `name;tag=value…` -> value (Envoy's `wasmcustom.` prefix
     /// removed).
     pub async fn counters(&self) -> Result<BTreeMap<String, u64>, String> {
+        // Let every worker's VM flush its summed increments (on_tick).
+        tokio::time::sleep(Duration::from_millis(TEST_FLUSH_MS * 5 / 2)).await;
         let text = self.admin_get("/stats?filter=tollgate_").await?;
         let mut out = BTreeMap::new();
         for line in text.lines() {

@@ -146,26 +146,33 @@ impl Outcome {
 
     /// Counter increments for this outcome, with bounded tags.
     pub fn counters(&self, card: &mut Cardinality) -> Vec<(Counter, Tags, u64)> {
+        let mut v = Vec::new();
+        self.each_counter(card, |c, t, n| v.push((c, t.clone(), n)));
+        v
+    }
+
+    /// Calls `f` for every counter increment (no per-increment allocation: the hot path).
+    pub fn each_counter(&self, card: &mut Cardinality, mut f: impl FnMut(Counter, &Tags, u64)) {
         if let Some(kind) = self.rejected {
-            let mut v = vec![(
+            f(
                 Counter::Rejected,
-                Tags {
+                &Tags {
                     reason: Some(kind.code()),
                     ..Tags::default()
                 },
                 1,
-            )];
+            );
             if kind == ErrorKind::InvalidRequest {
-                v.push((
+                f(
                     Counter::ParseErrors,
-                    Tags {
+                    &Tags {
                         api: Some(self.api.as_str()),
                         ..Tags::default()
                     },
                     1,
-                ));
+                );
             }
-            return v;
+            return;
         }
         let tm = Tags {
             tenant: Some(card.tenant(&self.tenant)),
@@ -176,40 +183,31 @@ impl Outcome {
             model: tm.model.clone(),
             ..Tags::default()
         };
-        let mut v = vec![(Counter::Requests, tm.clone(), 1)];
+        f(Counter::Requests, &tm, 1);
         if self.status >= 400 || self.status == 0 {
-            v.push((Counter::UpstreamErrors, tm.clone(), 1));
+            f(Counter::UpstreamErrors, &tm, 1);
         }
-        v.push((Counter::TokensIn, tm.clone(), self.usage.prompt_tokens()));
-        v.push((Counter::TokensOut, tm.clone(), self.usage.output_tokens));
+        f(Counter::TokensIn, &tm, self.usage.prompt_tokens());
+        f(Counter::TokensOut, &tm, self.usage.output_tokens);
         if self.usage.cache_read_tokens > 0 {
-            v.push((
-                Counter::TokensCached,
-                tm.clone(),
-                self.usage.cache_read_tokens,
-            ));
+            f(Counter::TokensCached, &tm, self.usage.cache_read_tokens);
         }
         match self.cost_pico {
-            Some(c) => v.push((
-                Counter::CostMicroUsd,
-                tm.clone(),
-                crate::pricing::pico_to_micro(c),
-            )),
-            None => v.push((Counter::Unpriced, m.clone(), 1)),
+            Some(c) => f(Counter::CostMicroUsd, &tm, crate::pricing::pico_to_micro(c)),
+            None => f(Counter::Unpriced, &m, 1),
         }
         if self.max_tokens.clamped_from.is_some() {
-            v.push((Counter::MaxTokensClamped, tm.clone(), 1));
+            f(Counter::MaxTokensClamped, &tm, 1);
         }
         if self.max_tokens.inserted {
-            v.push((Counter::MaxTokensInserted, tm, 1));
+            f(Counter::MaxTokensInserted, &tm, 1);
         }
         if self.usage_source != UsageSource::Provider && self.status < 400 && self.status != 0 {
-            v.push((Counter::UsageCounted, m.clone(), 1));
+            f(Counter::UsageCounted, &m, 1);
         }
         if !self.complete && self.status < 400 {
-            v.push((Counter::Incomplete, m, 1));
+            f(Counter::Incomplete, &m, 1);
         }
-        v
     }
 }
 

@@ -41,6 +41,13 @@ pub enum Counter {
 }
 
 impl Counter {
+    /// Number of counters (for per-tag-set id arrays).
+    pub const COUNT: usize = 14;
+
+    pub fn index(self) -> usize {
+        self as usize
+    }
+
     pub fn base(self) -> &'static str {
         match self {
             Counter::Requests => "tollgate_requests_total",

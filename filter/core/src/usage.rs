@@ -36,7 +36,7 @@ impl Framing {
 pub struct ResponseMeter {
     /// Usage as reported by the provider, normalised.
     pub usage: Option<Usage>,
-    /// Output tokens counted from the text (always computed; used when `usage` is `None`).
+    /// Output tokens counted from the text; computed only when `usage` is `None`.
     pub counted_output_tokens: u64,
     /// The `model` the provider says answered.
     pub model: Option<String>,
@@ -125,6 +125,15 @@ impl RawUsage {
         }
         None
     }
+}
+
+/// The parts of a JSON response read on the fast path.
+#[derive(Deserialize)]
+struct JsonHead {
+    #[serde(default)]
+    model: Option<String>,
+    #[serde(default)]
+    usage: Option<RawUsage>,
 }
 
 /// Counts text incrementally: text is cut only before a single ASCII space that follows a
@@ -423,6 +432,17 @@ impl UsageParser {
     }
 
     fn json_body(&mut self) -> bool {
+        // Fast path: read only `model` and `usage`, skipping the rest of the body unparsed.
+        if let Ok(head) = serde_json::from_slice::<JsonHead>(&self.json)
+            && let Some(u) = head.usage.as_ref().and_then(|u| u.normalise(self.api))
+        {
+            self.usage = Some(u);
+            if self.model.is_none() {
+                self.model = head.model.map(|m| m.chars().take(256).collect());
+            }
+            return true;
+        }
+        // No usage: walk the body for the output text to count it.
         let Ok(v) = serde_json::from_slice::<Value>(&self.json) else {
             return false;
         };
@@ -507,7 +527,12 @@ impl UsageParser {
         }
         ResponseMeter {
             usage: self.usage,
-            counted_output_tokens: self.text.total(),
+            // Counting the output is only needed when the provider reported no usage.
+            counted_output_tokens: if self.usage.is_some() {
+                0
+            } else {
+                self.text.total()
+            },
             model: self.model,
             complete: self.complete,
             unparsed,
@@ -550,8 +575,8 @@ mod tests {
             assert_eq!(u.prompt_tokens(), 120);
             assert_eq!(m.model.as_deref(), Some("gpt-4o-2024-08-06"));
             assert_eq!(
-                m.counted_output_tokens,
-                Encoding::O200kBase.count("Hello there, friend.") as u64
+                m.counted_output_tokens, 0,
+                "not counted when usage is reported"
             );
             assert!(m.complete && !m.unparsed);
         }
@@ -571,8 +596,8 @@ mod tests {
             assert_eq!(m.usage.unwrap().output_tokens, 2, "chunk {chunk}");
             assert_eq!(m.usage.unwrap().input_tokens, 9);
             assert_eq!(
-                m.counted_output_tokens,
-                Encoding::O200kBase.count("Hi there") as u64
+                m.counted_output_tokens, 0,
+                "usage reported: nothing counted"
             );
             assert!(m.complete);
         }
@@ -654,7 +679,13 @@ mod tests {
             (u.input_tokens, u.cache_read_tokens, u.output_tokens),
             (40, 10, 4)
         );
+        assert_eq!(m.counted_output_tokens, 0);
+        // The same body without usage: the output text is counted.
+        let no_usage = r#"{"id":"resp_1","object":"response","model":"gpt-4.1","output":[{"type":"message","role":"assistant","content":[{"type":"output_text","text":"Yo","annotations":[]}]}]}"#;
+        let m = run(Api::OpenAiResponses, Framing::Json, no_usage, 9);
+        assert!(m.usage.is_none());
         assert_eq!(m.counted_output_tokens, 1);
+        assert_eq!(m.model.as_deref(), Some("gpt-4.1"));
     }
 
     #[test]
@@ -669,6 +700,13 @@ mod tests {
         assert_eq!(m.usage.unwrap().output_tokens, 1);
         assert_eq!(m.usage.unwrap().input_tokens, 8);
         assert!(m.complete);
+        assert_eq!(m.counted_output_tokens, 0);
+        let without = body.replace(
+            ",\"usage\":{\"input_tokens\":8,\"output_tokens\":1,\"total_tokens\":9}",
+            "",
+        );
+        let m = run(Api::OpenAiResponses, Framing::Sse, &without, 4);
+        assert!(m.usage.is_none());
         assert_eq!(
             m.counted_output_tokens,
             Encoding::O200kBase.count("Hello") as u64
