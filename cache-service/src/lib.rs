@@ -5,6 +5,12 @@
 //! [`app`] builds a `Router` testable without sockets, [`run`] serves a bound listener until a
 //! shutdown future resolves.
 
+pub mod embed;
+pub mod index;
+pub mod model;
+pub mod semantic;
+pub mod store;
+
 use std::future::Future;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};

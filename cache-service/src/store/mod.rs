@@ -1,0 +1,44 @@
+//! Durable storage of cache entries (owner: storage work).
+//!
+//! [`Store`] is an async, thread-safe repository of [`Entry`] values keyed by id, with lookups by
+//! (tenant, exact key), a full scan to rebuild indexes at start, invalidation, size-bounded
+//! eviction, and a stream of [`StoreEvent`]s so a replica sees entries written by others.
+//! Backends: embedded (default: a local file, survives restarts) and Redis (`--redis-url`, shared
+//! by replicas). Keys are built from hashes only.
+
+use async_trait::async_trait;
+use tokio::sync::broadcast;
+
+use crate::model::{Entry, InvalidateFilter, StoreEvent};
+
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("store unavailable: {0}")]
+    Unavailable(String),
+    #[error("store data corrupt: {0}")]
+    Corrupt(String),
+}
+
+#[async_trait]
+pub trait Store: Send + Sync + 'static {
+    /// Inserts or replaces an entry (by id) and announces `StoreEvent::Put`.
+    async fn put(&self, entry: &Entry) -> Result<(), StoreError>;
+    async fn get(&self, id: u64) -> Result<Option<Entry>, StoreError>;
+    /// The entry for (tenant, exact key), if any (expired entries may be returned; callers check).
+    async fn get_exact(&self, tenant: &str, exact_key: &str) -> Result<Option<Entry>, StoreError>;
+    /// Deletes entries and announces `StoreEvent::Deleted`.
+    async fn delete(&self, ids: &[u64]) -> Result<(), StoreError>;
+    /// Deletes matching entries, announces `StoreEvent::Invalidated`, returns how many.
+    async fn invalidate(&self, filter: &InvalidateFilter) -> Result<u64, StoreError>;
+    /// Every entry (to rebuild indexes at start).
+    async fn scan(&self) -> Result<Vec<Entry>, StoreError>;
+    /// Number of entries.
+    async fn len(&self) -> Result<u64, StoreError>;
+    /// Deletes the oldest entries until at most `max_entries` remain; returns the deleted ids
+    /// (also announced as `StoreEvent::Deleted`).
+    async fn evict_to(&self, max_entries: u64) -> Result<Vec<u64>, StoreError>;
+    /// Checks the backend is reachable (readiness).
+    async fn ping(&self) -> Result<(), StoreError>;
+    /// Changes made by any replica (for Redis, including other processes), from now on.
+    fn subscribe(&self) -> broadcast::Receiver<StoreEvent>;
+}
