@@ -6,6 +6,7 @@
 //! - [`usage`]: usage from JSON and SSE responses, fed chunk by chunk.
 //! - [`pricing`], [`governance`], [`tenant`], [`metrics`], [`error`], [`config`], [`json`].
 
+pub mod cachekey;
 pub mod config;
 pub mod count;
 pub mod error;
@@ -14,6 +15,7 @@ pub mod governance;
 pub mod json;
 pub mod metrics;
 pub mod pricing;
+pub mod render;
 pub mod request;
 pub mod tenant;
 pub mod usage;

@@ -45,7 +45,15 @@ pub struct ResponseMeter {
     pub complete: bool,
     /// The body could not be parsed (e.g. too large to buffer, or not JSON).
     pub unparsed: bool,
+    /// The answer text, when capture was on, the answer was plain text (no tool calls,
+    /// refusals or thinking blocks) and fit the capture limit.
+    pub text: Option<String>,
+    /// Provider-neutral finish reason: `stop`, `length`, `tool_calls`, or the provider's own.
+    pub finish_reason: Option<String>,
 }
+
+/// Largest answer kept for the cache.
+pub const MAX_CAPTURE_BYTES: usize = 1 << 20;
 
 #[derive(Default, Deserialize)]
 struct RawDetails {
@@ -201,6 +209,12 @@ pub struct UsageParser {
     usage: Option<Usage>,
     model: Option<String>,
     complete: bool,
+    capture: bool,
+    captured: String,
+    /// Something other than plain answer text was seen (tool calls, refusal, thinking), or the
+    /// capture overflowed: the answer is not cacheable.
+    uncacheable: bool,
+    finish_reason: Option<String>,
 }
 
 impl UsageParser {
@@ -222,7 +236,42 @@ impl UsageParser {
             usage: None,
             model: None,
             complete: false,
+            capture: false,
+            captured: String::new(),
+            uncacheable: false,
+            finish_reason: None,
         }
+    }
+
+    /// Keep the answer text (for storing it in the response cache).
+    pub fn capture_text(&mut self, on: bool) {
+        self.capture = on;
+    }
+
+    /// Output text seen in the response. `answer`: plain answer text (cacheable); otherwise
+    /// tool-call arguments, refusals or thinking (counted, but the response is not cacheable).
+    fn out(&mut self, t: &str, answer: bool) {
+        self.text.push(t);
+        if !answer {
+            self.uncacheable = true;
+        } else if self.capture && !self.uncacheable {
+            if self.captured.len() + t.len() > MAX_CAPTURE_BYTES {
+                self.uncacheable = true;
+                self.captured = String::new();
+            } else {
+                self.captured.push_str(t);
+            }
+        }
+    }
+
+    fn set_finish(&mut self, reason: &str) {
+        let r = match reason {
+            "end_turn" | "stop_sequence" | "stop" | "completed" => "stop",
+            "max_tokens" | "length" | "incomplete" => "length",
+            "tool_use" | "tool_calls" | "function_call" => "tool_calls",
+            other => other,
+        };
+        self.finish_reason = Some(r.chars().take(32).collect());
     }
 
     pub fn framing(&self) -> Framing {
@@ -320,10 +369,13 @@ impl UsageParser {
                     .flatten()
                 {
                     if let Some(t) = c.get("text").and_then(Value::as_str) {
-                        self.text.push(t);
+                        self.out(t, true);
                     }
                     if let Some(d) = c.get("delta") {
                         self.delta_text(d);
+                    }
+                    if let Some(f) = c.get("finish_reason").and_then(Value::as_str) {
+                        self.set_finish(f);
                     }
                 }
             }
@@ -332,11 +384,12 @@ impl UsageParser {
                 | "response.refusal.delta"
                 | "response.function_call_arguments.delta" => {
                     if let Some(t) = v.get("delta").and_then(Value::as_str) {
-                        self.text.push(t);
+                        self.out(t, kind == "response.output_text.delta");
                     }
                 }
                 "response.completed" | "response.incomplete" | "response.failed" => {
                     self.complete = true;
+                    self.set_finish(kind.trim_start_matches("response."));
                     if let Some(r) = v.get("response") {
                         self.take_model(r);
                         if let Some(u) = r.get("usage") {
@@ -359,12 +412,19 @@ impl UsageParser {
                     if let Some(u) = v.get("usage") {
                         self.take_usage(u, true);
                     }
+                    if let Some(r) = v
+                        .get("delta")
+                        .and_then(|d| d.get("stop_reason"))
+                        .and_then(Value::as_str)
+                    {
+                        self.set_finish(r);
+                    }
                 }
                 "content_block_delta" => {
                     if let Some(d) = v.get("delta") {
                         for key in ["text", "partial_json", "thinking"] {
                             if let Some(t) = d.get(key).and_then(Value::as_str) {
-                                self.text.push(t);
+                                self.out(t, key == "text");
                             }
                         }
                     }
@@ -378,7 +438,7 @@ impl UsageParser {
     fn delta_text(&mut self, d: &Value) {
         for key in ["content", "refusal"] {
             if let Some(t) = d.get(key).and_then(Value::as_str) {
-                self.text.push(t);
+                self.out(t, key == "content");
             }
         }
         for call in d
@@ -390,7 +450,7 @@ impl UsageParser {
             if let Some(f) = call.get("function") {
                 for key in ["name", "arguments"] {
                     if let Some(t) = f.get(key).and_then(Value::as_str) {
-                        self.text.push(t);
+                        self.out(t, false);
                     }
                 }
             }
@@ -433,7 +493,8 @@ impl UsageParser {
 
     fn json_body(&mut self) -> bool {
         // Fast path: read only `model` and `usage`, skipping the rest of the body unparsed.
-        if let Ok(head) = serde_json::from_slice::<JsonHead>(&self.json)
+        if !self.capture
+            && let Ok(head) = serde_json::from_slice::<JsonHead>(&self.json)
             && let Some(u) = head.usage.as_ref().and_then(|u| u.normalise(self.api))
         {
             self.usage = Some(u);
@@ -459,10 +520,13 @@ impl UsageParser {
                     .flatten()
                 {
                     if let Some(t) = c.get("text").and_then(Value::as_str) {
-                        self.text.push(t);
+                        self.out(t, true);
                     }
                     if let Some(m) = c.get("message") {
                         self.delta_text(m);
+                    }
+                    if let Some(f) = c.get("finish_reason").and_then(Value::as_str) {
+                        self.set_finish(f);
                     }
                 }
             }
@@ -474,7 +538,7 @@ impl UsageParser {
                     .flatten()
                 {
                     if let Some(a) = item.get("arguments").and_then(Value::as_str) {
-                        self.text.push(a);
+                        self.out(a, false);
                     }
                     for part in item
                         .get("content")
@@ -483,9 +547,14 @@ impl UsageParser {
                         .flatten()
                     {
                         if let Some(t) = part.get("text").and_then(Value::as_str) {
-                            self.text.push(t);
+                            let answer =
+                                part.get("type").and_then(Value::as_str) == Some("output_text");
+                            self.out(t, answer);
                         }
                     }
+                }
+                if let Some(st) = v.get("status").and_then(Value::as_str) {
+                    self.set_finish(st);
                 }
             }
             Api::AnthropicMessages => {
@@ -497,12 +566,15 @@ impl UsageParser {
                 {
                     for key in ["text", "thinking"] {
                         if let Some(t) = block.get(key).and_then(Value::as_str) {
-                            self.text.push(t);
+                            self.out(t, key == "text");
                         }
                     }
                     if let Some(i) = block.get("input") {
-                        self.text.push(&i.to_string());
+                        self.out(&i.to_string(), false);
                     }
+                }
+                if let Some(r) = v.get("stop_reason").and_then(Value::as_str) {
+                    self.set_finish(r);
                 }
             }
         }
@@ -536,6 +608,8 @@ impl UsageParser {
             model: self.model,
             complete: self.complete,
             unparsed,
+            text: (self.capture && !self.uncacheable).then_some(self.captured),
+            finish_reason: self.finish_reason,
         }
     }
 }
