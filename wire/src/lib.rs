@@ -278,7 +278,7 @@ pub mod admit {
         pub store: Option<StoreRequest>,
     }
 
-    #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+    #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
     pub struct StoreRequest {
         pub exact_key: String,
         pub partition: String,

@@ -33,6 +33,29 @@ pub struct RawConfig {
     /// headers on non-streamed responses). Istio's `WasmPlugin` cannot set that field: keep `false`.
     #[serde(default)]
     pub stop_on_headers: bool,
+    /// The cache service (response cache; later budgets). Absent: no call-outs.
+    #[serde(default)]
+    pub cache: Option<RawCache>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct RawCache {
+    /// Envoy cluster of the cache service (required).
+    pub cluster: String,
+    /// `:authority` of call-outs. Default: the cluster name.
+    pub authority: Option<String>,
+    /// Admit call-out timeout; on timeout the request goes upstream (`x-tollgate-cache: error`).
+    /// Default 100 ms.
+    pub timeout_ms: Option<u64>,
+    /// Settle records sent per call-out. Default 200.
+    pub settle_batch: Option<usize>,
+    /// Settle records kept per VM while the service is unreachable; the oldest are dropped
+    /// (and counted) beyond this. Default 10000.
+    pub settle_queue: Option<usize>,
+    /// Longest final-user-turn text sent for semantic lookup; longer ones get exact lookup only.
+    /// Default 4000 characters.
+    pub max_query_chars: Option<usize>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -248,6 +271,18 @@ pub struct Config {
     pub tokenizer: TokenizerPolicy,
     pub metrics: MetricsPolicy,
     pub stop_on_headers: bool,
+    pub cache: Option<CachePolicy>,
+}
+
+/// Validated cache-service settings.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct CachePolicy {
+    pub cluster: String,
+    pub authority: String,
+    pub timeout_ms: u64,
+    pub settle_batch: usize,
+    pub settle_queue: usize,
+    pub max_query_chars: usize,
 }
 
 impl Config {
@@ -412,7 +447,41 @@ impl TryFrom<RawConfig> for Config {
             return Err("metrics.flushIntervalMs must be at most 60000".into());
         }
 
+        let cache = match &raw.cache {
+            None => None,
+            Some(c) => {
+                let cluster = c.cluster.trim().to_string();
+                if cluster.is_empty() {
+                    return Err(
+                        "cache.cluster must name the Envoy cluster of the cache service".into(),
+                    );
+                }
+                let timeout_ms = c.timeout_ms.unwrap_or(100);
+                if !(1..=10_000).contains(&timeout_ms) {
+                    return Err(format!(
+                        "cache.timeoutMs {timeout_ms} must be between 1 and 10000"
+                    ));
+                }
+                let settle_batch = c.settle_batch.unwrap_or(200);
+                let settle_queue = c.settle_queue.unwrap_or(10_000);
+                if settle_batch == 0 || settle_queue < settle_batch {
+                    return Err(
+                        "cache.settleBatch must be positive and at most cache.settleQueue".into(),
+                    );
+                }
+                Some(CachePolicy {
+                    authority: c.authority.clone().unwrap_or_else(|| cluster.clone()),
+                    cluster,
+                    timeout_ms,
+                    settle_batch,
+                    settle_queue,
+                    max_query_chars: c.max_query_chars.unwrap_or(4000),
+                })
+            }
+        };
+
         Ok(Config {
+            cache,
             tenant: TenantPolicy {
                 sources,
                 default: default_tenant,
@@ -499,6 +568,16 @@ mod tests {
     fn bad_configs_are_refused_with_a_reason() {
         let cases = [
             (r#"{"bogus": 1}"#, "unknown field"),
+            (r#"{"cache": {"cluster": " "}}"#, "cache.cluster"),
+            (
+                r#"{"cache": {"cluster": "c", "timeoutMs": 0}}"#,
+                "timeoutMs",
+            ),
+            (
+                r#"{"cache": {"cluster": "c", "settleBatch": 10, "settleQueue": 5}}"#,
+                "settleBatch",
+            ),
+            (r#"{"cache": {"clusterr": "c"}}"#, "unknown field"),
             (r#"{"tenant": {"sources": ["cookie:x"]}}"#, "unknown source"),
             (
                 r#"{"tenant": {"sources": ["header:bad header"]}}"#,

@@ -3,8 +3,13 @@
 //! The glue calls the `on_*` methods from the matching proxy-wasm callbacks and turns the returned
 //! verdicts into host actions; all decisions live here and are unit-tested natively.
 
+use tollgate_wire::admit::{
+    AdmitRequest, AdmitResponse, CacheOutcome, CacheQuery, CachedCompletion, SettleRecord,
+    StoreRequest,
+};
 use tollgate_wire::{Api, Usage, UsageSource};
 
+use crate::cachekey;
 use crate::config::Config;
 use crate::count::CountCache;
 use crate::error::{ErrorKind, LocalReply, Rejection};
@@ -12,6 +17,7 @@ use crate::governance::{MaxTokensDecision, govern};
 use crate::json;
 use crate::metrics::{Cardinality, Counter, Tags};
 use crate::pricing::{Price, format_usd};
+use crate::render::render;
 use crate::request::{ParsedRequest, parse};
 use crate::tenant::{Identity, identify};
 use crate::usage::{Framing, UsageParser};
@@ -64,7 +70,22 @@ pub enum BodyVerdict {
     Buffer,
     /// Send upstream, replacing the body if given.
     Continue { body: Option<Vec<u8>> },
+    /// Replace the body if given, then call the cache service (`POST /v1/admit` with `call` as
+    /// the JSON body) and wait for [`Exchange::on_admit_response`].
+    Admit {
+        body: Option<Vec<u8>>,
+        call: Vec<u8>,
+    },
     /// Answer locally.
+    Reply(LocalReply),
+}
+
+/// What to do once the admit call-out answered (or failed).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum AdmitVerdict {
+    /// Resume the request towards the upstream.
+    Continue,
+    /// Answer locally (a cache hit).
     Reply(LocalReply),
 }
 
@@ -105,6 +126,13 @@ pub struct Outcome {
     pub complete: bool,
     pub rejected: Option<ErrorKind>,
     pub max_tokens: MaxTokensDecision,
+    pub request_id: String,
+    /// Cache result (`None` when no cache service is configured).
+    pub cache: Option<CacheOutcome>,
+    /// What a cache hit saved, pico-USD.
+    pub saved_pico: u64,
+    /// The answer to store in the cache, when admit asked for it and the response qualifies.
+    pub store: Option<StoreRequest>,
 }
 
 impl Outcome {
@@ -208,6 +236,20 @@ impl Outcome {
         if !self.complete && self.status < 400 {
             f(Counter::Incomplete, &m, 1);
         }
+        if let Some(c) = self.cache {
+            let tc = Tags {
+                cache: Some(c.header_value()),
+                ..tm.clone()
+            };
+            f(Counter::CacheRequests, &tc, 1);
+        }
+        if self.saved_pico > 0 {
+            f(
+                Counter::SavedMicroUsd,
+                &tm,
+                crate::pricing::pico_to_micro(self.saved_pico),
+            );
+        }
     }
 }
 
@@ -225,6 +267,20 @@ struct Flight {
     req: ParsedRequest,
     decision: MaxTokensDecision,
     price: Option<Price>,
+    request_id: String,
+    cache: Option<CacheOutcome>,
+    /// Keys for storing the answer, when the service asked for it.
+    store: Option<PendingStore>,
+    /// Keys of the lookup (kept while admit is in flight).
+    keys: Option<PendingStore>,
+}
+
+#[derive(Clone, Debug)]
+struct PendingStore {
+    exact_key: String,
+    partition: String,
+    query: String,
+    shadow_entry_id: Option<String>,
 }
 
 #[derive(Debug)]
@@ -242,7 +298,12 @@ enum State {
     ReadingBody {
         api: Api,
         identity: Identity,
+        route: String,
+        no_cache: bool,
+        no_store: bool,
     },
+    /// Waiting for the cache service's admit answer.
+    Admitting(Box<Flight>),
     Upstream(Box<Flight>),
     Responding(Box<Responding>),
     Done,
@@ -255,11 +316,27 @@ pub struct Exchange {
     outcome: Option<Outcome>,
     /// Why the request was passed through unmetered, for the pass-through counter.
     pub passthrough_reason: Option<&'static str>,
+    /// Used when the request carries no `x-request-id`.
+    fallback_id: String,
+    request_id: String,
 }
 
 impl Exchange {
     pub fn new() -> Self {
         Exchange::default()
+    }
+
+    /// An exchange whose request id, absent an `x-request-id` header, is `id`.
+    pub fn with_id(id: String) -> Self {
+        Exchange {
+            fallback_id: id,
+            ..Exchange::default()
+        }
+    }
+
+    /// Whether the exchange waits for the admit call-out.
+    pub fn is_admitting(&self) -> bool {
+        matches!(self.state, State::Admitting(_))
     }
 
     /// Whether this exchange is LLM traffic being metered.
@@ -291,6 +368,10 @@ impl Exchange {
             complete: true,
             rejected: Some(rej.kind),
             max_tokens: MaxTokensDecision::default(),
+            request_id: self.request_id.clone(),
+            cache: None,
+            saved_pico: 0,
+            store: None,
         });
         self.state = State::Done;
         rej.into_reply()
@@ -337,7 +418,20 @@ impl Exchange {
         {
             return HeadersVerdict::Reply(self.reject(api, &identity.tenant, too_large(api, cfg)));
         }
-        self.state = State::ReadingBody { api, identity };
+        self.request_id = header(headers, "x-request-id")
+            .filter(|v| !v.is_empty() && v.len() <= 128)
+            .map_or_else(|| self.fallback_id.clone(), str::to_string);
+        let cc = header(headers, "cache-control")
+            .unwrap_or("")
+            .to_ascii_lowercase();
+        let directive = |d: &str| cc.split(',').any(|p| p.trim() == d);
+        self.state = State::ReadingBody {
+            api,
+            identity,
+            route: path.split('?').next().unwrap_or(path).to_string(),
+            no_cache: directive("no-cache"),
+            no_store: directive("no-store"),
+        };
         // The body may be rewritten (max_tokens), so its length may change.
         let remove = vec!["content-length"];
         if cfg.stop_on_headers {
@@ -368,7 +462,14 @@ impl Exchange {
         if !end_of_stream {
             return BodyVerdict::Buffer;
         }
-        let State::ReadingBody { api, identity } = std::mem::take(&mut self.state) else {
+        let State::ReadingBody {
+            api,
+            identity,
+            route,
+            no_cache,
+            no_store,
+        } = std::mem::take(&mut self.state)
+        else {
             return BodyVerdict::Continue { body: None };
         };
         let body = read().unwrap_or_default();
@@ -386,19 +487,198 @@ impl Exchange {
             json::apply(&body, &decision.edits)
         };
         let price = cfg.prices.lookup(&req.model).map(|(_, info)| info.price);
-        self.state = State::Upstream(Box::new(Flight {
+        let mut flight = Flight {
             identity,
             req,
             decision,
             price,
-        }));
-        BodyVerdict::Continue { body: new_body }
+            request_id: self.request_id.clone(),
+            cache: None,
+            store: None,
+            keys: None,
+        };
+        let Some(cache_cfg) = &cfg.cache else {
+            self.state = State::Upstream(Box::new(flight));
+            return BodyVerdict::Continue { body: new_body };
+        };
+        // Cache keys come from the request as the client sent it (max_tokens is not part of them).
+        let query = serde_json::from_slice::<serde_json::Value>(&body)
+            .ok()
+            .and_then(|v| cachekey::keys(api, &flight.identity.tenant, &flight.req.model, &v))
+            .map(|k| {
+                let q = if k.query.chars().count() > cache_cfg.max_query_chars {
+                    String::new()
+                } else {
+                    k.query
+                };
+                CacheQuery {
+                    exact_key: k.exact_key,
+                    partition: k.partition,
+                    query: q,
+                    temperature: k.temperature,
+                    has_tools: k.has_tools,
+                    lookup: !no_cache,
+                    store: !no_store,
+                    prompt_tokens: flight.req.prompt_tokens,
+                    max_tokens: flight.decision.effective,
+                }
+            });
+        flight.keys = query.as_ref().map(|q| PendingStore {
+            exact_key: q.exact_key.clone(),
+            partition: q.partition.clone(),
+            query: q.query.clone(),
+            shadow_entry_id: None,
+        });
+        let admit = AdmitRequest {
+            request_id: self.request_id.clone(),
+            tenant: flight.identity.tenant.clone(),
+            api: Some(api),
+            model: flight.req.model.clone(),
+            stream: flight.req.stream,
+            route,
+            cache: query,
+        };
+        let call = match serde_json::to_vec(&admit) {
+            Ok(c) => c,
+            Err(_) => {
+                flight.cache = Some(CacheOutcome::Error);
+                self.state = State::Upstream(Box::new(flight));
+                return BodyVerdict::Continue { body: new_body };
+            }
+        };
+        self.state = State::Admitting(Box::new(flight));
+        BodyVerdict::Admit {
+            body: new_body,
+            call,
+        }
+    }
+
+    /// The admit call-out answered: `status` is its HTTP status, or `None` when it failed or
+    /// timed out. Any failure or garbage sends the request upstream (`x-tollgate-cache: error`).
+    pub fn on_admit_response(
+        &mut self,
+        cfg: &Config,
+        status: Option<u16>,
+        body: &[u8],
+        now_secs: u64,
+    ) -> AdmitVerdict {
+        let State::Admitting(mut flight) = std::mem::take(&mut self.state) else {
+            return AdmitVerdict::Continue;
+        };
+        let decision = match status {
+            Some(200) => serde_json::from_slice::<AdmitResponse>(body)
+                .ok()
+                .map(|r| r.cache),
+            _ => None,
+        };
+        let Some(decision) = decision else {
+            flight.cache = Some(CacheOutcome::Error);
+            self.state = State::Upstream(flight);
+            return AdmitVerdict::Continue;
+        };
+        let servable = |e: &CachedCompletion| {
+            !e.text.is_empty()
+                && flight
+                    .decision
+                    .effective
+                    .is_none_or(|max| e.usage.output_tokens <= max)
+        };
+        match (decision.outcome, decision.entry) {
+            (outcome, Some(entry)) if outcome.is_hit() && servable(&entry) => {
+                let reply = self.hit(cfg, *flight, outcome, &entry, now_secs);
+                AdmitVerdict::Reply(reply)
+            }
+            (outcome, _) => {
+                // A hit we cannot serve counts as a miss.
+                flight.cache = Some(if outcome.is_hit() {
+                    CacheOutcome::Miss
+                } else {
+                    outcome
+                });
+                if decision.store {
+                    flight.store = flight.keys.take().map(|mut k| {
+                        k.shadow_entry_id = decision.shadow_entry_id;
+                        k
+                    });
+                }
+                self.state = State::Upstream(flight);
+                AdmitVerdict::Continue
+            }
+        }
+    }
+
+    fn hit(
+        &mut self,
+        _cfg: &Config,
+        flight: Flight,
+        outcome: CacheOutcome,
+        entry: &CachedCompletion,
+        now: u64,
+    ) -> LocalReply {
+        let req = &flight.req;
+        let (body, content_type) = render(
+            req.api,
+            req.stream,
+            req.include_usage,
+            &req.model,
+            entry,
+            now,
+        );
+        // What this request would have cost: the cached answer's usage at this model's price.
+        let saved_pico = flight
+            .price
+            .map(|p| p.cost(&entry.usage))
+            .or(entry.cost_pico)
+            .unwrap_or(0);
+        let headers = vec![
+            ("content-type".to_string(), content_type.to_string()),
+            (
+                "x-tollgate-cache".to_string(),
+                outcome.header_value().to_string(),
+            ),
+            ("x-tollgate-model".to_string(), req.model.clone()),
+            (
+                "x-tollgate-prompt-tokens".to_string(),
+                entry.usage.prompt_tokens().to_string(),
+            ),
+            (
+                "x-tollgate-completion-tokens".to_string(),
+                entry.usage.output_tokens.to_string(),
+            ),
+            ("x-tollgate-cost-usd".to_string(), "0".to_string()),
+            ("x-tollgate-saved-usd".to_string(), format_usd(saved_pico)),
+            ("x-tollgate-usage-source".to_string(), "cache".to_string()),
+        ];
+        self.outcome = Some(Outcome {
+            api: req.api,
+            tenant: flight.identity.tenant.clone(),
+            model: req.model.clone(),
+            stream: req.stream,
+            status: 200,
+            usage: Usage::default(),
+            usage_source: UsageSource::Provider,
+            prompt_counted: req.prompt_tokens,
+            cost_pico: Some(0),
+            complete: true,
+            rejected: None,
+            max_tokens: flight.decision,
+            request_id: flight.request_id,
+            cache: Some(outcome),
+            saved_pico,
+            store: None,
+        });
+        self.state = State::Done;
+        LocalReply {
+            status: 200,
+            headers,
+            body: body.into_bytes(),
+        }
     }
 
     fn tenant(&self) -> Option<String> {
         match &self.state {
             State::ReadingBody { identity, .. } => Some(identity.tenant.clone()),
-            State::Upstream(f) => Some(f.identity.tenant.clone()),
+            State::Upstream(f) | State::Admitting(f) => Some(f.identity.tenant.clone()),
             State::Responding(r) => Some(r.flight.identity.tenant.clone()),
             _ => None,
         }
@@ -425,12 +705,16 @@ impl Exchange {
         let length = header(headers, "content-length").and_then(|v| v.trim().parse::<u64>().ok());
         let ok = (200..300).contains(&status);
         let parser = match framing {
-            Some(f) if ok => Some(UsageParser::new(
-                flight.req.api,
-                f,
-                flight.req.tokenizer.encoding(),
-                cfg.max_response_buffer_bytes as usize,
-            )),
+            Some(f) if ok => {
+                let mut p = UsageParser::new(
+                    flight.req.api,
+                    f,
+                    flight.req.tokenizer.encoding(),
+                    cfg.max_response_buffer_bytes as usize,
+                );
+                p.capture_text(flight.store.is_some());
+                Some(p)
+            }
             _ => None,
         };
         let hold = cfg.stop_on_headers
@@ -439,6 +723,9 @@ impl Exchange {
             && ok
             && length.is_none_or(|l| l <= cfg.max_response_buffer_bytes);
         let mut add = vec![("x-tollgate-model".to_string(), flight.req.model.clone())];
+        if let Some(c) = flight.cache {
+            add.push(("x-tollgate-cache".to_string(), c.header_value().to_string()));
+        }
         if !hold {
             // What is known now; the rest goes to stats and the access log.
             add.push((
@@ -521,7 +808,7 @@ impl Exchange {
     /// disconnected mid-stream or an upstream reset. No-op if already finished.
     pub fn on_end(&mut self) {
         match std::mem::replace(&mut self.state, State::Done) {
-            State::Upstream(f) => {
+            State::Upstream(f) | State::Admitting(f) => {
                 let r = Responding {
                     flight: *f,
                     status: 0,
@@ -580,7 +867,35 @@ fn settle(r: Responding, _unused: Option<()>) -> Outcome {
         None => (Usage::default(), UsageSource::Counted, ok),
     };
     let cost_pico = flight.price.map(|p| p.cost(&usage));
+    // Only complete, successful, plain-text answers that stopped on their own are stored.
+    let store = match (&flight.store, &meter) {
+        (Some(keys), Some(m)) if ok && m.complete && m.finish_reason.as_deref() == Some("stop") => {
+            m.text
+                .as_ref()
+                .filter(|t| !t.is_empty())
+                .map(|text| StoreRequest {
+                    exact_key: keys.exact_key.clone(),
+                    partition: keys.partition.clone(),
+                    query: keys.query.clone(),
+                    completion: CachedCompletion {
+                        entry_id: String::new(),
+                        model: m.model.clone().unwrap_or_else(|| req.model.clone()),
+                        text: text.clone(),
+                        finish_reason: "stop".to_string(),
+                        usage,
+                        cost_pico,
+                        created_at: 0,
+                    },
+                    shadow_entry_id: keys.shadow_entry_id.clone(),
+                })
+        }
+        _ => None,
+    };
     Outcome {
+        request_id: flight.request_id.clone(),
+        cache: flight.cache,
+        saved_pico: 0,
+        store,
         api: req.api,
         tenant: flight.identity.tenant.clone(),
         model: req.model.clone(),
@@ -593,6 +908,28 @@ fn settle(r: Responding, _unused: Option<()>) -> Outcome {
         complete,
         rejected: None,
         max_tokens: flight.decision,
+    }
+}
+
+impl Outcome {
+    /// The settle record sent to the cache service (only when one is configured).
+    pub fn settle_record(&self, finished_at_ms: u64) -> Option<SettleRecord> {
+        let cache = self.cache?;
+        Some(SettleRecord {
+            request_id: self.request_id.clone(),
+            tenant: self.tenant.clone(),
+            api: Some(self.api),
+            model: self.model.clone(),
+            stream: self.stream,
+            status: self.status,
+            usage: self.usage,
+            usage_source: self.usage_source,
+            cost_pico: self.cost_pico,
+            cache,
+            saved_pico: self.saved_pico,
+            finished_at_ms,
+            store: self.store.clone(),
+        })
     }
 }
 
@@ -1024,5 +1361,257 @@ mod tests {
         assert_eq!(get("prompt_tokens"), Some("11"));
         assert_eq!(get("cost_usd"), Some("0.0000475"));
         assert_eq!(get("result"), Some("ok"));
+    }
+
+    mod cache {
+        use super::*;
+        use tollgate_wire::admit::{AdmitResponse, CacheDecision};
+
+        fn cfg() -> Config {
+            Config::from_json(br#"{"stopOnHeaders": true, "cache": {"cluster": "tollgate_cache"}}"#)
+                .unwrap()
+        }
+
+        const BODY: &str = r#"{"model":"gpt-4o","messages":[{"role":"user","content":"What is the capital of France?"}],"max_tokens":100}"#;
+
+        fn admit(
+            x: &mut Exchange,
+            c: &Config,
+            headers: &[(&str, &str)],
+            body: &str,
+        ) -> AdmitRequest {
+            let mut cache = CountCache::new(4, 1);
+            x.on_request_headers(c, "POST", "/v1/chat/completions?a=1", &h(headers), false);
+            match x.on_request_body(c, &mut cache, body.len(), true, || {
+                Some(body.as_bytes().to_vec())
+            }) {
+                BodyVerdict::Admit { call, .. } => serde_json::from_slice(&call).unwrap(),
+                other => panic!("{other:?}"),
+            }
+        }
+
+        fn entry(text: &str, out: u64) -> CachedCompletion {
+            CachedCompletion {
+                entry_id: "7".into(),
+                model: "gpt-4o".into(),
+                text: text.into(),
+                finish_reason: "stop".into(),
+                usage: Usage {
+                    input_tokens: 14,
+                    output_tokens: out,
+                    ..Usage::default()
+                },
+                cost_pico: Some(123),
+                created_at: 5,
+            }
+        }
+
+        fn answer(outcome: CacheOutcome, e: Option<CachedCompletion>, store: bool) -> Vec<u8> {
+            serde_json::to_vec(&AdmitResponse {
+                cache: CacheDecision {
+                    outcome,
+                    entry: e,
+                    store,
+                    ..CacheDecision::default()
+                },
+            })
+            .unwrap()
+        }
+
+        #[test]
+        fn admit_request_carries_keys_flags_and_request_id() {
+            let c = cfg();
+            let mut x = Exchange::with_id("fallback-1".into());
+            let a = admit(
+                &mut x,
+                &c,
+                &[
+                    ("x-tollgate-tenant", "t1"),
+                    ("x-request-id", "rid-9"),
+                    ("cache-control", "no-store"),
+                ],
+                BODY,
+            );
+            assert_eq!(a.request_id, "rid-9");
+            assert_eq!(a.tenant, "t1");
+            assert_eq!(a.route, "/v1/chat/completions");
+            let q = a.cache.unwrap();
+            assert_eq!(q.query, "What is the capital of France?");
+            assert!(q.lookup && !q.store);
+            assert_eq!(q.max_tokens, Some(100));
+            assert!(x.is_admitting());
+            let mut y = Exchange::with_id("fallback-2".into());
+            assert_eq!(admit(&mut y, &c, &[], BODY).request_id, "fallback-2");
+        }
+
+        #[test]
+        fn hit_is_answered_locally_in_the_provider_shape_at_zero_cost() {
+            let c = cfg();
+            let mut x = Exchange::new();
+            admit(&mut x, &c, &[("x-tollgate-tenant", "t1")], BODY);
+            let v = x.on_admit_response(
+                &c,
+                Some(200),
+                &answer(CacheOutcome::HitSemantic, Some(entry("Paris.", 2)), false),
+                1,
+            );
+            let AdmitVerdict::Reply(r) = v else {
+                panic!("{v:?}")
+            };
+            assert_eq!(r.status, 200);
+            assert_eq!(get(&r.headers, "x-tollgate-cache"), Some("hit-semantic"));
+            assert_eq!(get(&r.headers, "x-tollgate-cost-usd"), Some("0"));
+            // 14 * 2.5e-6 + 2 * 1e-5
+            assert_eq!(get(&r.headers, "x-tollgate-saved-usd"), Some("0.000055"));
+            let j: serde_json::Value = serde_json::from_slice(&r.body).unwrap();
+            assert_eq!(j["choices"][0]["message"]["content"], "Paris.");
+            let o = x.take_outcome().unwrap();
+            assert_eq!(
+                (o.cost_pico, o.saved_pico, o.cache),
+                (Some(0), 55_000_000, Some(CacheOutcome::HitSemantic))
+            );
+            let rec = o.settle_record(9).unwrap();
+            assert!(rec.store.is_none());
+            let mut card = Cardinality::new(10, 10);
+            let counters = o.counters(&mut card);
+            assert!(
+                counters.iter().any(
+                    |(c, t, _)| *c == Counter::CacheRequests && t.cache == Some("hit-semantic")
+                )
+            );
+            assert!(
+                counters
+                    .iter()
+                    .any(|(c, _, n)| *c == Counter::SavedMicroUsd && *n == 55)
+            );
+        }
+
+        #[test]
+        fn hit_longer_than_max_tokens_is_not_served() {
+            let c = cfg();
+            let mut x = Exchange::new();
+            admit(&mut x, &c, &[], BODY);
+            let v = x.on_admit_response(
+                &c,
+                Some(200),
+                &answer(CacheOutcome::HitExact, Some(entry("long", 500)), true),
+                1,
+            );
+            assert_eq!(v, AdmitVerdict::Continue);
+            let rh =
+                x.on_response_headers(&c, 200, &h(&[("content-type", "application/json")]), false);
+            assert!(rh.add.contains(&("x-tollgate-cache".into(), "miss".into())));
+        }
+
+        #[test]
+        fn miss_stores_the_answer_on_settle() {
+            let c = cfg();
+            let mut x = Exchange::new();
+            admit(&mut x, &c, &[], BODY);
+            assert_eq!(
+                x.on_admit_response(&c, Some(200), &answer(CacheOutcome::Miss, None, true), 1),
+                AdmitVerdict::Continue
+            );
+            x.on_response_headers(&c, 200, &h(&[("content-type", "application/json")]), false);
+            x.on_response_body(br#"{"model":"gpt-4o","choices":[{"index":0,"message":{"role":"assistant","content":"Paris."},"finish_reason":"stop"}],"usage":{"prompt_tokens":14,"completion_tokens":2}}"#, true);
+            let o = x.take_outcome().unwrap();
+            let rec = o.settle_record(1).unwrap();
+            assert_eq!(rec.cache, CacheOutcome::Miss);
+            let st = rec.store.unwrap();
+            assert_eq!(st.completion.text, "Paris.");
+            assert_eq!(st.query, "What is the capital of France?");
+            assert_eq!(st.completion.usage.output_tokens, 2);
+        }
+
+        #[test]
+        fn streamed_answers_are_assembled_and_tool_calls_or_truncation_are_not_stored() {
+            let c = cfg();
+            let stream_body =
+                BODY.replace("\"max_tokens\":100", "\"max_tokens\":100,\"stream\":true");
+            for (chunks, stored) in [
+                (
+                    vec![
+                        "data: {\"choices\":[{\"index\":0,\"delta\":{\"content\":\"Par\"}}]}\n\n",
+                        "data: {\"choices\":[{\"index\":0,\"delta\":{\"content\":\"is.\"},\"finish_reason\":\"stop\"}]}\n\ndata: [DONE]\n\n",
+                    ],
+                    Some("Paris."),
+                ),
+                (
+                    vec![
+                        "data: {\"choices\":[{\"index\":0,\"delta\":{\"content\":\"Par\"},\"finish_reason\":\"length\"}]}\n\ndata: [DONE]\n\n",
+                    ],
+                    None,
+                ),
+                (
+                    vec![
+                        "data: {\"choices\":[{\"index\":0,\"delta\":{\"tool_calls\":[{\"function\":{\"name\":\"f\",\"arguments\":\"{}\"}}]},\"finish_reason\":\"stop\"}]}\n\ndata: [DONE]\n\n",
+                    ],
+                    None,
+                ),
+                (
+                    vec!["data: {\"choices\":[{\"index\":0,\"delta\":{\"content\":\"Par\"}}]}\n\n"],
+                    None,
+                ),
+            ] {
+                let mut x = Exchange::new();
+                admit(&mut x, &c, &[], &stream_body);
+                x.on_admit_response(&c, Some(200), &answer(CacheOutcome::Miss, None, true), 1);
+                x.on_response_headers(&c, 200, &h(&[("content-type", "text/event-stream")]), false);
+                for ch in &chunks {
+                    x.on_response_body(ch.as_bytes(), false);
+                }
+                x.on_response_body(b"", true);
+                let rec = x.take_outcome().unwrap().settle_record(1).unwrap();
+                assert_eq!(
+                    rec.store.map(|s| s.completion.text).as_deref(),
+                    stored,
+                    "{chunks:?}"
+                );
+            }
+        }
+
+        #[test]
+        fn service_failures_and_garbage_go_upstream_marked_error() {
+            let c = cfg();
+            for (status, body) in [
+                (None, &b""[..]),
+                (Some(503), b"upstream connect error"),
+                (Some(200), b"{not json"),
+                (Some(200), br#"{"cache":{"outcome":"weird"}}"#),
+            ] {
+                let mut x = Exchange::new();
+                admit(&mut x, &c, &[], BODY);
+                assert_eq!(
+                    x.on_admit_response(&c, status, body, 1),
+                    AdmitVerdict::Continue
+                );
+                let rh = x.on_response_headers(
+                    &c,
+                    200,
+                    &h(&[("content-type", "application/json")]),
+                    true,
+                );
+                assert!(
+                    rh.add
+                        .contains(&("x-tollgate-cache".into(), "error".into())),
+                    "{status:?}"
+                );
+                assert_eq!(x.take_outcome().unwrap().cache, Some(CacheOutcome::Error));
+            }
+        }
+
+        #[test]
+        fn without_a_cache_service_there_is_no_call_out_and_no_settle_record() {
+            let c = Config::from_json(b"").unwrap();
+            let mut x = Exchange::new();
+            let mut cache = CountCache::new(4, 1);
+            x.on_request_headers(&c, "POST", "/v1/chat/completions", &[], false);
+            let v = x.on_request_body(&c, &mut cache, BODY.len(), true, || {
+                Some(BODY.as_bytes().to_vec())
+            });
+            assert!(matches!(v, BodyVerdict::Continue { .. }));
+            x.on_response_headers(&c, 200, &h(&[("content-type", "application/json")]), true);
+            assert!(x.take_outcome().unwrap().settle_record(1).is_none());
+        }
     }
 }

@@ -38,11 +38,20 @@ pub enum Counter {
     UsageCounted,
     /// Responses that ended before the provider's end marker (model).
     Incomplete,
+    /// Requests by cache result: `cache` = hit-exact, hit-semantic, miss, bypass, error
+    /// (tenant, model, cache).
+    CacheRequests,
+    /// USD saved by cache hits, in micro-USD (tenant, model).
+    SavedMicroUsd,
+    /// Settle records dropped because the cache service stayed unreachable (no tags).
+    SettleDropped,
+    /// Failed settle call-outs (retried) (no tags).
+    SettleFailures,
 }
 
 impl Counter {
     /// Number of counters (for per-tag-set id arrays).
-    pub const COUNT: usize = 14;
+    pub const COUNT: usize = 18;
 
     pub fn index(self) -> usize {
         self as usize
@@ -64,6 +73,10 @@ impl Counter {
             Counter::MaxTokensInserted => "tollgate_max_tokens_inserted_total",
             Counter::UsageCounted => "tollgate_usage_counted_total",
             Counter::Incomplete => "tollgate_incomplete_responses_total",
+            Counter::CacheRequests => "tollgate_cache_requests_total",
+            Counter::SavedMicroUsd => "tollgate_saved_micro_usd_total",
+            Counter::SettleDropped => "tollgate_settle_dropped_total",
+            Counter::SettleFailures => "tollgate_settle_failures_total",
         }
     }
 }
@@ -75,10 +88,11 @@ pub struct Tags {
     pub model: Option<String>,
     pub reason: Option<&'static str>,
     pub api: Option<&'static str>,
+    pub cache: Option<&'static str>,
 }
 
 /// Tag keys, in the order they appear in names (and in the Envoy `stats_tags` config).
-pub const TAG_KEYS: [&str; 4] = ["tenant", "model", "reason", "api"];
+pub const TAG_KEYS: [&str; 5] = ["tenant", "model", "reason", "api", "cache"];
 
 /// Builds the Envoy stat name: `base;key=value;…`.
 pub fn stat_name(counter: Counter, tags: &Tags) -> String {
@@ -88,6 +102,7 @@ pub fn stat_name(counter: Counter, tags: &Tags) -> String {
         tags.model.as_deref(),
         tags.reason,
         tags.api,
+        tags.cache,
     ];
     for (k, v) in TAG_KEYS.iter().zip(values) {
         if let Some(v) = v {
