@@ -20,6 +20,7 @@ unsafe extern "C" {
     fn proxy_log(level: LogLevel, message_data: *const u8, message_size: usize) -> u32;
     fn proxy_get_current_time_nanoseconds(return_time: *mut u64) -> u32;
     fn proxy_get_log_level(return_level: *mut u32) -> u32;
+    fn proxy_continue_stream(stream_type: u32) -> u32;
     fn proxy_set_tick_period_milliseconds(period: u32) -> u32;
     fn proxy_get_buffer_bytes(
         buffer_type: BufferType,
@@ -89,6 +90,9 @@ mod native {
         FAILURE
     }
     pub unsafe fn proxy_get_log_level(_: *mut u32) -> u32 {
+        FAILURE
+    }
+    pub unsafe fn proxy_continue_stream(_: u32) -> u32 {
         FAILURE
     }
     pub unsafe fn proxy_set_tick_period_milliseconds(_: u32) -> u32 {
@@ -195,6 +199,45 @@ pub fn debug_enabled() -> bool {
         OK => level <= 1,
         _ => false,
     }
+}
+
+/// Resumes a request paused in a body callback (ABI `StreamType::HttpRequest` = 0).
+pub fn resume_request() -> Result<(), HostError> {
+    // SAFETY: plain value.
+    check(unsafe { proxy_continue_stream(0) })
+}
+
+/// Starts an HTTP call-out to an Envoy cluster. Uses the SDK's call so its dispatcher routes
+/// `on_http_call_response` to the calling context; that SDK function only panics on host
+/// statuses Envoy does not return for this call (it returns Ok, BadArgument or InternalFailure).
+pub fn http_call(
+    cluster: &str,
+    headers: &[(&str, &str)],
+    body: &[u8],
+    timeout_ms: u64,
+) -> Result<u32, HostError> {
+    proxy_wasm::hostcalls::dispatch_http_call(
+        cluster,
+        headers.to_vec(),
+        Some(body),
+        Vec::new(),
+        std::time::Duration::from_millis(timeout_ms),
+    )
+    .map_err(|s| HostError(s as u32))
+}
+
+/// Status and body of the call-out response being delivered.
+pub fn http_call_response(body_size: usize) -> (Option<u16>, Vec<u8>) {
+    let status = get_headers(MapType::HttpCallResponseHeaders)
+        .ok()
+        .and_then(|h| h.into_iter().find(|(k, _)| k == ":status"))
+        .and_then(|(_, v)| v.parse().ok());
+    let body = if body_size == 0 {
+        Vec::new()
+    } else {
+        get_buffer(BufferType::HttpCallResponseBody, 0, body_size).unwrap_or_default()
+    };
+    (status, body)
 }
 
 /// Asks for `on_tick` every `ms` milliseconds (0 stops ticking).

@@ -5,9 +5,13 @@ use std::cell::RefCell;
 use std::collections::HashMap;
 use std::rc::Rc;
 
+use std::collections::VecDeque;
 use tollgate_core::count::CountCache;
 use tollgate_core::metrics::{Cardinality, Counter, Tags, stat_name};
+
+use tollgate_core::exchange::AdmitVerdict;
 use tollgate_core::{BodyVerdict, Config, Exchange, HeadersVerdict, Outcome, ResponseBodyVerdict};
+use tollgate_wire::admit::{SettleBatch, SettleRecord};
 
 use crate::host::{Host, Level};
 
@@ -30,6 +34,12 @@ pub struct Plugin {
     pending: HashMap<u32, u64>,
     /// Cached host log level check, refreshed on every flush.
     pub debug: bool,
+    /// Finished requests waiting to be sent to the cache service.
+    settle_queue: VecDeque<SettleRecord>,
+    /// The settle batch in flight: (call-out token, records), re-queued if it fails.
+    settle_in_flight: Option<(u32, Vec<SettleRecord>)>,
+    /// Records dropped because the queue was full (not yet counted in a metric).
+    settle_dropped: u64,
 }
 
 /// Memoised texts per VM (system prompts, earlier turns). Each entry is ~40 bytes.
@@ -45,6 +55,88 @@ impl Plugin {
             metric_ids: HashMap::new(),
             pending: HashMap::new(),
             debug: false,
+            settle_queue: VecDeque::new(),
+            settle_in_flight: None,
+            settle_dropped: 0,
+        }
+    }
+
+    /// Queues a settle record; the oldest are dropped (and counted) beyond the queue limit.
+    pub fn queue_settle(&mut self, rec: SettleRecord) {
+        let limit = self.config.cache.as_ref().map_or(0, |c| c.settle_queue);
+        self.settle_queue.push_back(rec);
+        while self.settle_queue.len() > limit {
+            self.settle_queue.pop_front();
+            self.settle_dropped += 1;
+        }
+    }
+
+    /// Records waiting (tests, metrics).
+    pub fn settle_backlog(&self) -> usize {
+        self.settle_queue.len() + self.settle_in_flight.as_ref().map_or(0, |(_, b)| b.len())
+    }
+
+    /// Sends the next settle batch, if none is in flight (called from the root context's tick).
+    pub fn send_settles(&mut self, host: &impl Host) {
+        if self.settle_dropped > 0 {
+            let n = std::mem::take(&mut self.settle_dropped);
+            self.count(host, Counter::SettleDropped, &Tags::default(), n);
+            host.log(
+                Level::Warn,
+                &format!("tollgate: cache service unreachable, dropped {n} settle records"),
+            );
+        }
+        let Some(cache) = self.config.cache.clone() else {
+            return;
+        };
+        if self.settle_in_flight.is_some() || self.settle_queue.is_empty() {
+            return;
+        }
+        let n = self.settle_queue.len().min(cache.settle_batch);
+        let records: Vec<SettleRecord> = self.settle_queue.drain(..n).collect();
+        let batch = SettleBatch { records };
+        let body = serde_json::to_vec(&batch).unwrap_or_default();
+        match host.http_post(&cache.cluster, &cache.authority, "/v1/settle", &body, 5000) {
+            Ok(token) => self.settle_in_flight = Some((token, batch.records)),
+            Err(e) => {
+                host.log(
+                    Level::Warn,
+                    &format!("tollgate: settle call-out failed: host status {}", e.0),
+                );
+                self.requeue(host, batch.records);
+            }
+        }
+    }
+
+    /// The settle call-out `token` answered with `status` (`None`: failed).
+    pub fn settle_done(&mut self, host: &impl Host, token: u32, status: Option<u16>) {
+        let Some((t, records)) = self.settle_in_flight.take() else {
+            return;
+        };
+        if t != token {
+            self.settle_in_flight = Some((t, records));
+            return;
+        }
+        if status != Some(200) {
+            host.log(
+                Level::Warn,
+                &format!(
+                    "tollgate: settle rejected by the cache service (status {status:?}); will retry"
+                ),
+            );
+            self.requeue(host, records);
+        }
+    }
+
+    fn requeue(&mut self, host: &impl Host, records: Vec<SettleRecord>) {
+        self.count(host, Counter::SettleFailures, &Tags::default(), 1);
+        for r in records.into_iter().rev() {
+            self.settle_queue.push_front(r);
+        }
+        let limit = self.config.cache.as_ref().map_or(0, |c| c.settle_queue);
+        while self.settle_queue.len() > limit {
+            self.settle_queue.pop_front();
+            self.settle_dropped += 1;
         }
     }
 
@@ -103,15 +195,18 @@ pub struct Stream<H: Host> {
     plugin: SharedPlugin,
     id: u32,
     exchange: Exchange,
+    admit_token: Option<u32>,
 }
 
 impl<H: Host> Stream<H> {
     pub fn new(host: H, plugin: SharedPlugin, id: u32) -> Self {
+        let fallback = format!("tg-{:x}-{id}", host.now_nanos());
         Stream {
             host,
             plugin,
             id,
-            exchange: Exchange::new(),
+            exchange: Exchange::with_id(fallback),
+            admit_token: None,
         }
     }
 
@@ -231,7 +326,61 @@ impl<H: Host> Stream<H> {
                 }
                 Flow::Continue
             }
+            BodyVerdict::Admit { body, call } => {
+                if let Some(b) = body
+                    && let Err(e) = self.host.replace_request_body(body_size, &b)
+                {
+                    self.warn(&format!("cannot rewrite request body: host status {}", e.0));
+                }
+                let Some(cache) = cfg.cache.as_ref() else {
+                    return Flow::Continue;
+                };
+                match self.host.http_post(
+                    &cache.cluster,
+                    &cache.authority,
+                    "/v1/admit",
+                    &call,
+                    cache.timeout_ms,
+                ) {
+                    Ok(token) => {
+                        self.admit_token = Some(token);
+                        Flow::Pause
+                    }
+                    Err(e) => {
+                        self.warn(&format!("admit call-out failed: host status {}", e.0));
+                        let now = self.host.now_nanos() / 1_000_000_000;
+                        let _ = self.exchange.on_admit_response(&cfg, None, &[], now);
+                        Flow::Continue
+                    }
+                }
+            }
             BodyVerdict::Reply(r) => self.reply(&r),
+        }
+    }
+
+    /// The admit call-out answered (or failed / timed out: Envoy then delivers a 503).
+    pub fn on_admit_response(&mut self, token: u32, body_size: usize) {
+        if self.admit_token != Some(token) {
+            return;
+        }
+        self.admit_token = None;
+        let Some(cfg) = self.config() else {
+            let _ = self.host.resume_request();
+            return;
+        };
+        let (status, body) = self.host.http_call_response(body_size);
+        let now = self.host.now_nanos() / 1_000_000_000;
+        match self.exchange.on_admit_response(&cfg, status, &body, now) {
+            AdmitVerdict::Continue => {
+                if let Err(e) = self.host.resume_request() {
+                    self.warn(&format!("cannot resume request: host status {}", e.0));
+                }
+            }
+            AdmitVerdict::Reply(r) => {
+                if self.reply(&r) == Flow::Continue {
+                    let _ = self.host.resume_request();
+                }
+            }
         }
     }
 
@@ -333,6 +482,12 @@ impl<H: Host> Stream<H> {
         for (k, v) in outcome.properties() {
             let _ = self.host.set_property(&format!("tollgate.{k}"), &v);
         }
+        if let Some(rec) = outcome.settle_record(self.host.now_nanos() / 1_000_000)
+            && let Ok(mut p) = self.plugin.try_borrow_mut()
+            && let Some(p) = p.as_mut()
+        {
+            p.queue_settle(rec);
+        }
         let debug = self.record(&outcome);
         if !debug {
             return;
@@ -396,6 +551,10 @@ mod tests {
         props: RefCell<Vec<(String, String)>>,
         metrics: RefCell<Vec<(String, u64)>>,
         resp_headers_sent: RefCell<bool>,
+        calls: RefCell<Vec<(String, String, Vec<u8>)>>,
+        call_fails: RefCell<bool>,
+        call_response: RefCell<(Option<u16>, Vec<u8>)>,
+        resumed: RefCell<u32>,
     }
 
     impl Host for &Fake {
@@ -450,6 +609,31 @@ mod tests {
         fn increment(&self, id: u32, by: u64) -> Result<(), HostError> {
             self.metrics.borrow_mut()[id as usize].1 += by;
             Ok(())
+        }
+        fn http_post(
+            &self,
+            cluster: &str,
+            _authority: &str,
+            path: &str,
+            body: &[u8],
+            _timeout_ms: u64,
+        ) -> Result<u32, HostError> {
+            if *self.call_fails.borrow() {
+                return Err(HostError(2));
+            }
+            let mut c = self.calls.borrow_mut();
+            c.push((cluster.into(), path.into(), body.to_vec()));
+            Ok(c.len() as u32)
+        }
+        fn http_call_response(&self, _body_size: usize) -> (Option<u16>, Vec<u8>) {
+            self.call_response.borrow().clone()
+        }
+        fn resume_request(&self) -> Result<(), HostError> {
+            *self.resumed.borrow_mut() += 1;
+            Ok(())
+        }
+        fn now_nanos(&self) -> u64 {
+            1_700_000_000_000_000_000
         }
     }
 
@@ -633,6 +817,134 @@ mod tests {
             fake.resp_headers
                 .borrow()
                 .contains(&("x-tollgate-completion-tokens".into(), "2".into()))
+        );
+    }
+
+    const CACHED: &str = r#"{"stopOnHeaders": true, "cache": {"cluster": "tollgate_cache", "settleBatch": 2, "settleQueue": 3}}"#;
+
+    fn admit_response(outcome: &str, text: Option<&str>) -> Vec<u8> {
+        let entry = text.map(|t| serde_json::json!({"entry_id": "1", "model": "gpt-4o", "text": t, "finish_reason": "stop",
+            "usage": {"input_tokens": 9, "cache_read_tokens": 0, "cache_write_tokens": 0, "output_tokens": 1, "reasoning_tokens": 0},
+            "created_at": 1}));
+        serde_json::to_vec(
+            &serde_json::json!({"cache": {"outcome": outcome, "entry": entry, "store": true}}),
+        )
+        .unwrap()
+    }
+
+    fn start<'a>(fake: &'a Fake, p: &SharedPlugin) -> Stream<&'a Fake> {
+        *fake.req_headers.borrow_mut() =
+            h(&[(":method", "POST"), (":path", "/v1/chat/completions")]);
+        let body = br#"{"model":"gpt-4o","messages":[{"role":"user","content":"hi"}]}"#;
+        *fake.req_body.borrow_mut() = body.to_vec();
+        let mut s = Stream::new(fake, p.clone(), 5);
+        s.on_request_headers(false);
+        assert_eq!(
+            s.on_request_body(body.len(), true),
+            Flow::Pause,
+            "waits for admit"
+        );
+        s
+    }
+
+    #[test]
+    fn cache_hit_is_answered_from_the_call_out() {
+        let fake = Fake::default();
+        let p = plugin(CACHED);
+        let mut s = start(&fake, &p);
+        let (cluster, path, call) = fake.calls.borrow()[0].clone();
+        assert_eq!(
+            (cluster.as_str(), path.as_str()),
+            ("tollgate_cache", "/v1/admit")
+        );
+        let call: serde_json::Value = serde_json::from_slice(&call).unwrap();
+        assert_eq!(call["cache"]["query"], "hi");
+        *fake.call_response.borrow_mut() = (Some(200), admit_response("hit_exact", Some("hello")));
+        s.on_admit_response(1, 10);
+        let r = fake.replies.borrow()[0].clone();
+        assert!(
+            r.headers
+                .contains(&("x-tollgate-cache".into(), "hit-exact".into()))
+        );
+        assert_eq!(*fake.resumed.borrow(), 0, "a hit is not sent upstream");
+        assert!(fake.metrics.borrow().iter().any(|(n, v)| {
+            n.contains("tollgate_cache_requests_total") && n.contains("cache=hit-exact") && *v == 1
+        }));
+        assert_eq!(
+            p.borrow().as_ref().unwrap().settle_backlog(),
+            1,
+            "hits are settled too"
+        );
+    }
+
+    #[test]
+    fn miss_resumes_and_settles_are_batched_retried_and_bounded() {
+        let fake = Fake::default();
+        let p = plugin(CACHED);
+        for i in 0..4 {
+            let mut s = start(&fake, &p);
+            *fake.call_response.borrow_mut() = (Some(200), admit_response("miss", None));
+            s.on_admit_response(fake.calls.borrow().len() as u32, 10);
+            assert_eq!(*fake.resumed.borrow(), i + 1);
+            *fake.resp_headers.borrow_mut() =
+                h(&[(":status", "200"), ("content-type", "application/json")]);
+            s.on_response_headers(true);
+        }
+        // Queue limit 3: one dropped.
+        let mut pl = p.borrow_mut();
+        let pl = pl.as_mut().unwrap();
+        assert_eq!(pl.settle_backlog(), 3);
+        let before = fake.calls.borrow().len();
+        pl.send_settles(&&fake);
+        pl.flush_metrics(&&fake);
+        assert!(
+            fake.metrics
+                .borrow()
+                .iter()
+                .any(|(n, v)| n == "tollgate_settle_dropped_total" && *v == 1)
+        );
+        let (_, path, body) = fake.calls.borrow()[before].clone();
+        assert_eq!(path, "/v1/settle");
+        let batch: serde_json::Value = serde_json::from_slice(&body).unwrap();
+        assert_eq!(
+            batch["records"].as_array().unwrap().len(),
+            2,
+            "batches of settleBatch"
+        );
+        pl.send_settles(&&fake);
+        assert_eq!(
+            fake.calls.borrow().len(),
+            before + 1,
+            "one batch in flight at a time"
+        );
+        // The service fails: the batch goes back to the queue and is retried.
+        let token = fake.calls.borrow().len() as u32;
+        pl.settle_done(&&fake, token, Some(503));
+        assert_eq!(pl.settle_backlog(), 3);
+        pl.send_settles(&&fake);
+        let token = fake.calls.borrow().len() as u32;
+        pl.settle_done(&&fake, token, Some(200));
+        assert_eq!(pl.settle_backlog(), 1);
+    }
+
+    #[test]
+    fn call_out_failure_sends_the_request_upstream() {
+        let fake = Fake::default();
+        *fake.call_fails.borrow_mut() = true;
+        *fake.req_headers.borrow_mut() =
+            h(&[(":method", "POST"), (":path", "/v1/chat/completions")]);
+        let body = br#"{"model":"gpt-4o","messages":[{"role":"user","content":"hi"}]}"#;
+        *fake.req_body.borrow_mut() = body.to_vec();
+        let mut s = Stream::new(&fake, plugin(CACHED), 5);
+        s.on_request_headers(false);
+        assert_eq!(s.on_request_body(body.len(), true), Flow::Continue);
+        *fake.resp_headers.borrow_mut() =
+            h(&[(":status", "200"), ("content-type", "application/json")]);
+        s.on_response_headers(false);
+        assert!(
+            fake.resp_headers
+                .borrow()
+                .contains(&("x-tollgate-cache".into(), "error".into()))
         );
     }
 

@@ -30,6 +30,22 @@ pub trait Host {
     fn debug_enabled(&self) -> bool;
     fn define_counter(&self, name: &str) -> Result<u32, HostError>;
     fn increment(&self, id: u32, by: u64) -> Result<(), HostError>;
+    /// POSTs `body` (JSON) to `path` on an Envoy cluster; the answer arrives in
+    /// `on_http_call_response` of the calling context.
+    fn http_post(
+        &self,
+        cluster: &str,
+        authority: &str,
+        path: &str,
+        body: &[u8],
+        timeout_ms: u64,
+    ) -> Result<u32, HostError>;
+    /// Status and body of the call-out response being delivered.
+    fn http_call_response(&self, body_size: usize) -> (Option<u16>, Vec<u8>);
+    /// Resumes a request paused in a body callback.
+    fn resume_request(&self) -> Result<(), HostError>;
+    /// Wall clock, nanoseconds since the Unix epoch.
+    fn now_nanos(&self) -> u64;
 }
 
 /// The real host.
@@ -81,5 +97,30 @@ impl Host for EnvoyHost {
     }
     fn increment(&self, id: u32, by: u64) -> Result<(), HostError> {
         abi::increment(id, by)
+    }
+    fn http_post(
+        &self,
+        cluster: &str,
+        authority: &str,
+        path: &str,
+        body: &[u8],
+        timeout_ms: u64,
+    ) -> Result<u32, HostError> {
+        let headers = [
+            (":method", "POST"),
+            (":path", path),
+            (":authority", authority),
+            ("content-type", "application/json"),
+        ];
+        abi::http_call(cluster, &headers, body, timeout_ms)
+    }
+    fn http_call_response(&self, body_size: usize) -> (Option<u16>, Vec<u8>) {
+        abi::http_call_response(body_size)
+    }
+    fn resume_request(&self) -> Result<(), HostError> {
+        abi::resume_request()
+    }
+    fn now_nanos(&self) -> u64 {
+        abi::now_nanos()
     }
 }

@@ -31,11 +31,29 @@ proxy_wasm::main! {{
     });
 }}
 
+/// How often settle records are sent to the cache service (when one is configured).
+const SETTLE_TICK_MS: u32 = 200;
+
 struct Root {
     plugin: SharedPlugin,
 }
 
-impl Context for Root {}
+impl Context for Root {
+    fn on_http_call_response(
+        &mut self,
+        token_id: u32,
+        _num_headers: usize,
+        body_size: usize,
+        _num_trailers: usize,
+    ) {
+        let (status, _) = abi::http_call_response(body_size.min(4096));
+        if let Ok(mut slot) = self.plugin.try_borrow_mut()
+            && let Some(plugin) = slot.as_mut()
+        {
+            plugin.settle_done(&EnvoyHost, token_id, status);
+        }
+    }
+}
 
 impl RootContext for Root {
     fn on_configure(&mut self, size: usize) -> bool {
@@ -61,8 +79,13 @@ impl RootContext for Root {
                     return false;
                 };
                 let flush = cfg.metrics.flush_interval_ms;
+                let has_cache = cfg.cache.is_some();
                 *slot = Some(Plugin::new(cfg, abi::now_nanos()));
-                let period = if flush == 0 { 1000 } else { flush as u32 };
+                let mut period = if flush == 0 { 1000 } else { flush as u32 };
+                if has_cache {
+                    // Settle records leave the VM at least this often.
+                    period = period.min(SETTLE_TICK_MS);
+                }
                 if let Err(e) = abi::set_tick_period(period) {
                     abi::log(
                         LogLevel::Warn,
@@ -89,6 +112,7 @@ impl RootContext for Root {
         if let Ok(mut slot) = self.plugin.try_borrow_mut()
             && let Some(plugin) = slot.as_mut()
         {
+            plugin.send_settles(&EnvoyHost);
             plugin.flush_metrics(&EnvoyHost);
         }
     }
@@ -115,7 +139,17 @@ fn action(flow: Flow) -> Action {
     }
 }
 
-impl Context for Http {}
+impl Context for Http {
+    fn on_http_call_response(
+        &mut self,
+        token_id: u32,
+        _num_headers: usize,
+        body_size: usize,
+        _num_trailers: usize,
+    ) {
+        self.stream.on_admit_response(token_id, body_size);
+    }
+}
 
 impl HttpContext for Http {
     fn on_http_request_headers(&mut self, _num_headers: usize, end_of_stream: bool) -> Action {

@@ -102,6 +102,8 @@ pub struct EnvoyOptions {
     pub with_filter: bool,
     pub openai: SocketAddr,
     pub anthropic: SocketAddr,
+    /// The cache service (`tollgate_cache` cluster); by default a closed port.
+    pub cache: SocketAddr,
     /// Envoy log level.
     pub log_level: &'static str,
 }
@@ -119,6 +121,7 @@ impl EnvoyOptions {
             with_filter: true,
             openai: upstream,
             anthropic: upstream,
+            cache: SocketAddr::from(([127, 0, 0, 1], 9)),
             log_level: "info",
         }
     }
@@ -189,6 +192,8 @@ impl Envoy {
                 ("OPENAI_PORT", opts.openai.port().to_string()),
                 ("ANTHROPIC_HOST", opts.anthropic.ip().to_string()),
                 ("ANTHROPIC_PORT", opts.anthropic.port().to_string()),
+                ("CACHE_HOST", opts.cache.ip().to_string()),
+                ("CACHE_PORT", opts.cache.port().to_string()),
                 ("ACCESS_LOG", dir.join("access.log").display().to_string()),
             ],
         );

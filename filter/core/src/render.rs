@@ -26,10 +26,10 @@ pub fn deltas(text: &str) -> Vec<&str> {
         }
         in_space = space;
     }
-    if let Some(rest) = text.get(start..) {
-        if !rest.is_empty() || out.is_empty() {
-            out.push(rest);
-        }
+    if let Some(rest) = text.get(start..)
+        && (!rest.is_empty() || out.is_empty())
+    {
+        out.push(rest);
     }
     out
 }
@@ -212,7 +212,7 @@ pub fn render(
 
 #[cfg(test)]
 mod tests {
-    #![allow(clippy::unwrap_used)]
+    #![allow(clippy::unwrap_used, clippy::panic)]
     use super::*;
     use crate::usage::{Framing, UsageParser};
     use tollgate_bpe::Encoding;
