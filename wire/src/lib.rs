@@ -246,6 +246,10 @@ pub mod admit {
         /// Shadow mode: the semantic hit that would have been served (not served).
         #[serde(default)]
         pub shadow_entry_id: Option<String>,
+        /// Lifetime of the entry if the response is stored (echoed back in the settle record,
+        /// since settles may reach another service replica than the admit).
+        #[serde(default)]
+        pub ttl_seconds: Option<u64>,
     }
 
     /// `POST /v1/settle` body: records batched by one VM.
@@ -287,5 +291,7 @@ pub mod admit {
         /// Shadow mode: the entry that would have been served instead.
         #[serde(default)]
         pub shadow_entry_id: Option<String>,
+        #[serde(default)]
+        pub ttl_seconds: Option<u64>,
     }
 }

@@ -281,6 +281,7 @@ struct PendingStore {
     partition: String,
     query: String,
     shadow_entry_id: Option<String>,
+    ttl_seconds: Option<u64>,
 }
 
 #[derive(Debug)]
@@ -528,6 +529,7 @@ impl Exchange {
             partition: q.partition.clone(),
             query: q.query.clone(),
             shadow_entry_id: None,
+            ttl_seconds: None,
         });
         let admit = AdmitRequest {
             request_id: self.request_id.clone(),
@@ -598,6 +600,7 @@ impl Exchange {
                 if decision.store {
                     flight.store = flight.keys.take().map(|mut k| {
                         k.shadow_entry_id = decision.shadow_entry_id;
+                        k.ttl_seconds = decision.ttl_seconds;
                         k
                     });
                 }
@@ -887,6 +890,7 @@ fn settle(r: Responding, _unused: Option<()>) -> Outcome {
                         created_at: 0,
                     },
                     shadow_entry_id: keys.shadow_entry_id.clone(),
+                    ttl_seconds: keys.ttl_seconds,
                 })
         }
         _ => None,
