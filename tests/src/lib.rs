@@ -1,3 +1,4 @@
 //! Tollgate test support: simulated provider and harness.
 pub mod harness;
 pub mod sim;
+pub mod redis;

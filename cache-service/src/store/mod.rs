@@ -6,6 +6,13 @@
 //! Backends: embedded (default: a local file, survives restarts) and Redis (`--redis-url`, shared
 //! by replicas). Keys are built from hashes only.
 
+pub mod codec;
+pub mod embedded;
+pub mod redis_store;
+
+pub use embedded::EmbeddedStore;
+pub use redis_store::{RedisOptions, RedisStore};
+
 use async_trait::async_trait;
 use tokio::sync::broadcast;
 
@@ -34,6 +41,9 @@ pub trait Store: Send + Sync + 'static {
     async fn scan(&self) -> Result<Vec<Entry>, StoreError>;
     /// Number of entries.
     async fn len(&self) -> Result<u64, StoreError>;
+    async fn is_empty(&self) -> Result<bool, StoreError> {
+        Ok(self.len().await? == 0)
+    }
     /// Deletes the oldest entries until at most `max_entries` remain; returns the deleted ids
     /// (also announced as `StoreEvent::Deleted`).
     async fn evict_to(&self, max_entries: u64) -> Result<Vec<u64>, StoreError>;
