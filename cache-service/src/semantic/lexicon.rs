@@ -110,7 +110,7 @@ pub(crate) const OPPOSITES: &[(&[&str], &[&str])] = &[
         &["compress", "compressed", "zip"],
         &["decompress", "decompressed", "unzip", "extract"],
     ),
-    (&["before"], &["after"]), (&["above", "over"], &["below", "under"]),
+    (&["before", "within"], &["after"]), (&["above", "over"], &["below", "under"]),
     (
         &["early", "earlier", "earliest"],
         &["late", "later", "latest"],
@@ -232,7 +232,7 @@ pub(crate) const CLASSES: &[Class] = &[
             ("grandfather", "grandparent"), ("sister", "sibling"), ("brother", "sibling"),
             ("sibling", "sibling"), ("patient", "patient"), ("doctor", "doctor"),
             ("nurse", "nurse"), ("homeowner", "homeowner"), ("nonprofit", "nonprofit"),
-            ("charity", "nonprofit"), ("resident", "resident"),
+            ("charity", "nonprofit"), ("resident", "resident"), ("self", "self"),
         ],
     },
     Class {
@@ -334,6 +334,14 @@ pub(crate) const CLASSES: &[Class] = &[
         additions: false,
         members: &[
             ("online", "online"), ("paper", "paper"), ("postal", "post"), ("post", "post"),
+        ],
+    },
+    Class {
+        // place
+        additions: false,
+        members: &[
+            ("home", "home"), ("abroad", "abroad"), ("overseas", "abroad"), ("international", "abroad"),
+            ("domestic", "domestic"), ("local", "local"),
         ],
     },
     Class {
