@@ -381,6 +381,69 @@ async fn embedded_survives_reopen() {
     assert_eq!(store.len().await.unwrap(), 48);
 }
 
+/// Run as a child process by `embedded_acknowledged_writes_survive_a_crash`: writes until killed,
+/// printing each acknowledged write.
+#[tokio::test]
+#[ignore = "child process of embedded_acknowledged_writes_survive_a_crash"]
+async fn crash_child_writer() {
+    let Ok(path) = std::env::var("TOLLGATE_CRASH_DB") else {
+        return;
+    };
+    let store = EmbeddedStore::open(&path).await.unwrap();
+    for i in 0.. {
+        store
+            .put(&entry("acme", &format!("k{i}"), "m1", i))
+            .await
+            .unwrap();
+        println!("acked {i}");
+    }
+}
+
+#[tokio::test]
+async fn embedded_acknowledged_writes_survive_a_crash() {
+    use std::io::BufRead;
+    let dir = TempDir(temp_path("crash"));
+    let path = dir.0.join("cache.redb");
+    let mut child = std::process::Command::new(std::env::current_exe().unwrap())
+        .args([
+            "--exact",
+            "crash_child_writer",
+            "--ignored",
+            "--nocapture",
+            "--test-threads",
+            "1",
+        ])
+        .env("TOLLGATE_CRASH_DB", &path)
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut acked = None;
+    for line in std::io::BufReader::new(child.stdout.take().unwrap()).lines() {
+        if let Some(i) = line.unwrap().strip_prefix("acked ") {
+            let i: u64 = i.parse().unwrap();
+            acked = Some(i);
+            if i >= 30 {
+                break;
+            }
+        }
+    }
+    child.kill().unwrap(); // SIGKILL, mid-write
+    child.wait().unwrap();
+    let acked = acked.expect("child wrote nothing");
+    let store = EmbeddedStore::open(&path).await.unwrap();
+    for i in 0..=acked {
+        assert!(
+            store
+                .get_exact("acme", &format!("k{i}"))
+                .await
+                .unwrap()
+                .is_some(),
+            "acknowledged write {i} lost in the crash"
+        );
+    }
+}
+
 #[tokio::test]
 async fn embedded_open_twice_is_refused_while_open() {
     let dir = TempDir(temp_path("twice"));
@@ -421,6 +484,24 @@ async fn embedded_concurrent_writers_are_group_committed() {
         }
     }
     assert_eq!(puts.len(), 320);
+}
+
+#[tokio::test]
+async fn embedded_refuses_a_file_of_another_format() {
+    let dir = TempDir(temp_path("format"));
+    let path = dir.0.join("cache.redb");
+    drop(EmbeddedStore::open(&path).await.unwrap());
+    {
+        let db = redb::Database::create(&path).unwrap();
+        let tx = db.begin_write().unwrap();
+        {
+            let meta: redb::TableDefinition<&str, u64> = redb::TableDefinition::new("meta");
+            tx.open_table(meta).unwrap().insert("format", 99).unwrap();
+        }
+        tx.commit().unwrap();
+    }
+    let err = EmbeddedStore::open(&path).await.unwrap_err();
+    assert!(err.to_string().contains("format 99"), "{err}");
 }
 
 #[tokio::test]
@@ -532,6 +613,7 @@ async fn redis_replicas_see_each_others_changes() {
     let mut rx_b = b.subscribe();
 
     let e = entry("acme", "k1", "m1", 1);
+    let t = std::time::Instant::now();
     a.put(&e).await.unwrap();
     expect_event(
         &mut rx_b,
@@ -539,6 +621,11 @@ async fn redis_replicas_see_each_others_changes() {
         |ev| matches!(ev, StoreEvent::Put(x) if **x == e),
     )
     .await;
+    assert!(
+        t.elapsed() < Duration::from_secs(1),
+        "took {:?}",
+        t.elapsed()
+    );
     expect_event(
         &mut rx_a,
         "A sees its own put",

@@ -181,23 +181,37 @@ impl Drop for RedisServer {
 }
 
 fn find_binary() -> io::Result<PathBuf> {
-    if let Some(p) = std::env::var_os("REDIS_SERVER") {
-        return Ok(PathBuf::from(p));
+    find_binary_in(std::env::var_os("REDIS_SERVER"), std::env::var_os("PATH"))
+}
+
+fn find_binary_in(
+    explicit: Option<std::ffi::OsString>,
+    path: Option<std::ffi::OsString>,
+) -> io::Result<PathBuf> {
+    let not_found = |what: String| {
+        io::Error::new(
+            io::ErrorKind::NotFound,
+            format!("{what}: run `make setup` (it installs redis-server)"),
+        )
+    };
+    if let Some(p) = explicit {
+        let p = PathBuf::from(p);
+        return if p.is_file() {
+            Ok(p)
+        } else {
+            Err(not_found(format!(
+                "$REDIS_SERVER {} not found",
+                p.display()
+            )))
+        };
     }
-    let on_path = std::env::var_os("PATH")
-        .map(|p| std::env::split_paths(&p).collect::<Vec<_>>())
-        .unwrap_or_default();
-    on_path
+    path.map(|p| std::env::split_paths(&p).collect::<Vec<_>>())
+        .unwrap_or_default()
         .into_iter()
         .chain([PathBuf::from("/usr/bin"), PathBuf::from("/usr/sbin")])
         .map(|d| d.join("redis-server"))
         .find(|p| p.is_file())
-        .ok_or_else(|| {
-            io::Error::new(
-                io::ErrorKind::NotFound,
-                "redis-server not found (PATH, /usr/bin, /usr/sbin or $REDIS_SERVER): run `make setup`",
-            )
-        })
+        .ok_or_else(|| not_found("redis-server not found on PATH, /usr/bin or /usr/sbin".into()))
 }
 
 fn free_port() -> io::Result<u16> {
@@ -244,6 +258,17 @@ mod tests {
 
     fn get(port: u16, key: &str) -> String {
         send_command(port, &format!("GET {key}\r\n")).unwrap()
+    }
+
+    #[test]
+    fn missing_binary_says_make_setup() {
+        let err = find_binary_in(Some("/nonexistent/redis-server".into()), None).unwrap_err();
+        assert_eq!(err.kind(), io::ErrorKind::NotFound);
+        assert!(err.to_string().contains("run `make setup`"), "{err}");
+        // PATH lookup (the fallbacks may find a real one: only check the message if not).
+        if let Err(e) = find_binary_in(None, Some("/nonexistent".into())) {
+            assert!(e.to_string().contains("run `make setup`"), "{e}");
+        }
     }
 
     #[test]

@@ -188,29 +188,44 @@ pub fn decode_prefix(bytes: &[u8]) -> Result<Prefix, StoreError> {
     })
 }
 
-pub fn decode(bytes: &[u8]) -> Result<Entry, StoreError> {
-    let prefix = decode_prefix(bytes)?;
+/// Where the embedding part starts: an encoded entry is `head part ++ embedding part`.
+fn split_at(bytes: &[u8]) -> Result<usize, StoreError> {
+    decode_prefix(bytes)?;
     let head_len = u32::from_le_bytes(array(bytes, PREFIX_LEN)?) as usize;
-    let head_end = HEAD_AT
+    let end = HEAD_AT
         .checked_add(head_len)
         .ok_or_else(|| corrupt("bad head length"))?;
-    let head_bytes = bytes
-        .get(HEAD_AT..head_end)
-        .ok_or_else(|| corrupt("truncated head"))?;
-    let head: Head =
-        serde_json::from_slice(head_bytes).map_err(|e| corrupt(&format!("head: {e}")))?;
-    let dims = u32::from_le_bytes(array(bytes, head_end)?);
-    let emb_at = head_end + 4;
+    if end > bytes.len() {
+        return Err(corrupt("truncated head"));
+    }
+    Ok(end)
+}
+
+pub fn decode(bytes: &[u8]) -> Result<Entry, StoreError> {
+    let at = split_at(bytes)?;
+    decode_parts(&bytes[..at], &bytes[at..])
+}
+
+/// Decodes an entry from its head part (prefix and JSON) and embedding part.
+fn decode_parts(head_part: &[u8], embedding_part: &[u8]) -> Result<Entry, StoreError> {
+    let prefix = decode_prefix(head_part)?;
+    let head_len = u32::from_le_bytes(array(head_part, PREFIX_LEN)?) as usize;
+    if HEAD_AT.checked_add(head_len) != Some(head_part.len()) {
+        return Err(corrupt("head length"));
+    }
+    let head: Head = serde_json::from_slice(&head_part[HEAD_AT..])
+        .map_err(|e| corrupt(&format!("head: {e}")))?;
+    let dims = u32::from_le_bytes(array(embedding_part, 0)?);
+    let raw = &embedding_part[4..];
     let embedding = if dims == NO_EMBEDDING {
-        if bytes.len() != emb_at {
+        if !raw.is_empty() {
             return Err(corrupt("trailing bytes"));
         }
         None
     } else {
-        let raw = bytes
-            .get(emb_at..)
-            .filter(|r| r.len() == dims as usize * 4)
-            .ok_or_else(|| corrupt("embedding length"))?;
+        if raw.len() != dims as usize * 4 {
+            return Err(corrupt("embedding length"));
+        }
         Some(
             raw.chunks_exact(4)
                 .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
@@ -286,6 +301,8 @@ mod tests {
                     .map(|v| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>())
             };
             assert_eq!(bits(&back), bits(&e));
+            let at = split_at(&bytes).unwrap();
+            assert_eq!(decode_parts(&bytes[..at], &bytes[at..]).unwrap(), e);
             let p = decode_prefix(&bytes).unwrap();
             assert_eq!(p.created_at, e.created_at);
             assert_eq!(p.hashes, h);
