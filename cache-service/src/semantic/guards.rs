@@ -143,8 +143,11 @@ pub struct Analysis {
     numbers: Vec<Num>,
     /// Sorted, deduplicated date features ("m:5", "wd:friday", "next:week", "pm").
     dates: Vec<String>,
-    /// Count of explicit negators (prefix negation is pairwise, see `polarity_differs`).
+    /// Count of explicit negators not attached to a pole word (prefix negation is pairwise, see
+    /// `polarity_differs`).
     negators: u32,
+    /// Concepts of pole words that a negator attached to ("not allowed"), one entry per negator.
+    negated_concepts: Vec<&'static [(usize, bool)]>,
     /// Per concept of [`lexicon::OPPOSITES`]: (positive pole present, negative pole present).
     poles: Vec<(usize, bool, bool)>,
     /// Per class of [`lexicon::CLASSES`]: canonical members present.
@@ -193,6 +196,10 @@ impl Analysis {
         let a = self;
         a.dates = date_features(&a.words);
         a.negators = count_negators(&a.words);
+        a.negated_concepts = (0..a.words.len())
+            .filter(|&i| is_negator(&a.words, i))
+            .filter_map(|i| negated_pole(&a.words, i).map(|(hits, _)| hits))
+            .collect();
         a.poles = poles(&a.words);
         a.classes = classes(&a.words);
         a.entities = entity_candidates(&a.words);
@@ -708,8 +715,14 @@ fn build_words(raw: &[RawToken], a: &mut Analysis) {
                 let name_like = case_is_signal
                     && base != "i"
                     && ((all_caps && (!stop || base == "us"))
-                        || (!stop && (mixed || (initial_cap && !t.sentence_start))));
-                let norm = normalize_word(&base);
+                        || (!stop && mixed)
+                        || (initial_cap && !all_caps && !t.sentence_start));
+                // names keep their spelling ("https" is not the plural of "http")
+                let norm = if NAMES.contains(base.as_str()) || all_caps {
+                    base.clone()
+                } else {
+                    normalize_word(&base)
+                };
                 let norm = ALIASES
                     .get(norm.as_str())
                     .map_or(norm, |s| (*s).to_string());
@@ -1096,7 +1109,7 @@ fn is_negator(words: &[Word], i: usize) -> bool {
 
 /// The pole word a negator applies to: the next word, or the one after a filler ("not very
 /// safe", "don't be late").
-fn negated_pole(words: &[Word], i: usize) -> Option<(usize, usize, bool)> {
+fn negated_pole(words: &[Word], i: usize) -> Option<(&'static [(usize, bool)], usize)> {
     for k in [i + 1, i + 2] {
         let w = words.get(k)?;
         if let Some(hit) = pole_at(words, k) {
@@ -1117,6 +1130,7 @@ fn negated_pole(words: &[Word], i: usize) -> Option<(usize, usize, bool)> {
                 | "the"
                 | "yet"
                 | "always"
+                | "off"
         ) {
             return None;
         }
@@ -1132,23 +1146,81 @@ fn count_negators(words: &[Word]) -> u32 {
 }
 
 struct Opposites {
-    /// word or "w1 w2" phrase -> (concept index, positive pole)
-    map: HashMap<String, (usize, bool)>,
+    /// word or "w1 w2" phrase -> every (concept index, positive pole) it belongs to
+    map: HashMap<String, Vec<(usize, bool)>>,
 }
 
+/// Direct antonyms from WordNet 3.0 (see the file's header for its licence).
+const ANTONYMS: &str = include_str!("antonyms.txt");
+
 static OPPOSITES: LazyLock<Opposites> = LazyLock::new(|| {
-    let mut map = HashMap::new();
+    let mut map: HashMap<String, Vec<(usize, bool)>> = HashMap::new();
+    let mut add = |form: String, ci: usize, positive: bool| {
+        let e = map.entry(form).or_default();
+        if !e.contains(&(ci, positive)) {
+            e.push((ci, positive));
+        }
+    };
     for (ci, (pos, neg)) in lexicon::OPPOSITES.iter().enumerate() {
         for (list, positive) in [(*pos, true), (*neg, false)] {
             for entry in list {
                 for form in phrase_forms(entry) {
-                    map.entry(form).or_insert((ci, positive));
+                    add(form, ci, positive);
                 }
+            }
+        }
+    }
+    let base = lexicon::OPPOSITES.len();
+    let lines = ANTONYMS
+        .lines()
+        .filter(|l| !l.starts_with('#') && !l.trim().is_empty());
+    for (k, line) in lines.enumerate() {
+        let mut fields = line.split('\t');
+        let (Some(pos), Some(x), Some(y)) = (fields.next(), fields.next(), fields.next()) else {
+            continue;
+        };
+        for (word, positive) in [(x, true), (y, false)] {
+            for form in inflections(word, pos) {
+                add(form, base + k, positive);
             }
         }
     }
     Opposites { map }
 });
+
+/// A word and its regular inflections for the parts of speech in `pos` (n, v, a, r): verbs get
+/// -s/-ed/-ing, adjectives -er/-est (with a doubled final consonant or y -> i as needed).
+/// Irregular or wrong forms are harmless: they only have to match what people type.
+fn inflections(word: &str, pos: &str) -> Vec<String> {
+    let mut out = vec![word.to_string()];
+    if word.contains(' ') {
+        if pos.contains('v') {
+            out.extend(phrase_forms(word).into_iter().skip(1));
+        }
+        return out;
+    }
+    let last = word.chars().last().unwrap_or('x');
+    let stem_e = word.strip_suffix('e').unwrap_or(word);
+    let stem_y = word.strip_suffix('y').map(|s| format!("{s}i"));
+    let mut suffixes: Vec<&str> = Vec::new();
+    if pos.contains('v') {
+        suffixes.extend(["s", "es", "ed", "ing"]);
+    }
+    if pos.contains('a') {
+        suffixes.extend(["er", "est"]);
+    }
+    for suffix in suffixes {
+        out.push(format!("{word}{suffix}"));
+        out.push(format!("{stem_e}{suffix}"));
+        out.push(format!("{word}{last}{suffix}"));
+        if let Some(stem) = &stem_y {
+            out.push(format!("{stem}{suffix}"));
+        }
+    }
+    out.sort();
+    out.dedup();
+    out
+}
 
 /// A phrase and the inflections of its verb ("turn on" -> "turned on", "turning on", "turns on").
 fn phrase_forms(entry: &str) -> Vec<String> {
@@ -1169,20 +1241,20 @@ fn phrase_forms(entry: &str) -> Vec<String> {
     out
 }
 
-/// The pole word or two-word phrase starting at `i`: (concept, positive pole, words used).
-fn pole_at(words: &[Word], i: usize) -> Option<(usize, usize, bool)> {
+/// The pole word or two-word phrase starting at `i`: its (concept, positive pole) entries and the
+/// number of words used.
+fn pole_at(words: &[Word], i: usize) -> Option<(&'static [(usize, bool)], usize)> {
+    let map = &LazyLock::force(&OPPOSITES).map;
     if let Some(next) = words.get(i + 1) {
         let phrase = format!("{} {}", words[i].raw, next.raw);
-        if let Some(&(ci, pos)) = OPPOSITES.map.get(&phrase) {
-            return Some((ci, 2, pos));
+        if let Some(hits) = map.get(&phrase) {
+            return Some((hits.as_slice(), 2));
         }
     }
     let w = words.get(i)?;
-    OPPOSITES
-        .map
-        .get(&w.norm)
-        .or_else(|| OPPOSITES.map.get(&w.raw))
-        .map(|&(ci, pos)| (ci, 1, pos))
+    map.get(&w.norm)
+        .or_else(|| map.get(&w.raw))
+        .map(|hits| (hits.as_slice(), 1))
 }
 
 fn poles(words: &[Word]) -> Vec<(usize, bool, bool)> {
@@ -1194,13 +1266,16 @@ fn poles(words: &[Word]) -> Vec<(usize, bool, bool)> {
             found.push((ci, positive, !positive));
         }
     };
-    // pole words right after a negator count as the opposite pole ("not allowed" = "banned")
+    // pole words right after a negator count as the opposite pole ("not allowed" = "banned",
+    // "less expensive" = "cheaper")
     let mut flipped: Vec<usize> = Vec::new();
     for i in 0..words.len() {
-        if is_negator(words, i)
-            && let Some((ci, _, pos)) = negated_pole(words, i)
+        if (is_negator(words, i) || matches!(words[i].raw.as_str(), "less" | "least"))
+            && let Some((hits, _)) = negated_pole(words, i)
         {
-            mark(ci, !pos);
+            for &(ci, pos) in hits {
+                mark(ci, !pos);
+            }
             if let Some(k) = (i + 1..words.len().min(i + 3)).find(|&k| pole_at(words, k).is_some())
             {
                 flipped.push(k);
@@ -1210,9 +1285,11 @@ fn poles(words: &[Word]) -> Vec<(usize, bool, bool)> {
     let mut i = 0;
     while i < words.len() {
         match pole_at(words, i) {
-            Some((ci, used, pos)) => {
+            Some((hits, used)) => {
                 if !flipped.contains(&i) {
-                    mark(ci, pos);
+                    for &(ci, pos) in hits {
+                        mark(ci, pos);
+                    }
                 }
                 i += used;
             }
@@ -1247,8 +1324,21 @@ fn prefix_negations(side: &Analysis, a: &Analysis, b: &Analysis) -> u32 {
 }
 
 fn polarity_differs(a: &Analysis, b: &Analysis) -> bool {
-    let pa = a.negators + prefix_negations(a, a, b);
-    let pb = b.negators + prefix_negations(b, a, b);
+    // A negator attached to a pole word ("not allowed") is compared as the opposite pole when the
+    // other side has that concept ("banned"), and as a plain negation otherwise ("don't remember"
+    // vs "can't recall").
+    let unmatched = |x: &Analysis, y: &Analysis| -> u32 {
+        x.negated_concepts
+            .iter()
+            .filter(|hits| {
+                !hits
+                    .iter()
+                    .any(|(ci, _)| y.poles.iter().any(|p| p.0 == *ci))
+            })
+            .count() as u32
+    };
+    let pa = a.negators + unmatched(a, b) + prefix_negations(a, a, b);
+    let pb = b.negators + unmatched(b, a) + prefix_negations(b, a, b);
     if pa % 2 != pb % 2 {
         return true;
     }
@@ -1762,6 +1852,8 @@ mod tests {
             Swap,
         );
         assert_reject("Did Germany beat Brazil?", "Did Brazil beat Germany?", Swap);
+        assert_reject("Is Rust faster than Go?", "Is Go faster than Rust?", Swap);
+        assert_reject("Redirect HTTP to HTTPS", "Redirect HTTPS to HTTP", Swap);
         assert_reject(
             "A room for 2 adults and 1 child",
             "A room for 1 adult and 2 children",

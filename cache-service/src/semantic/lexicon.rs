@@ -35,10 +35,11 @@ pub(crate) const NEG_PREFIXES: &[&str] = &["non", "dis", "un", "in", "im", "il",
 pub(crate) const OPPOSITES: &[(&[&str], &[&str])] = &[
     (
         &[
-            "enable", "enabled", "activate", "activated", "turn on", "switch on",
+            "enable", "enabled", "activate", "activated", "turn on", "switch on", "start", "started",
         ],
         &[
-            "disable", "disabled", "deactivate", "deactivated", "turn off", "switch off",
+            "disable", "disabled", "deactivate", "deactivated", "turn off", "switch off", "stop",
+            "stopped",
             "shut off",
         ],
     ),
