@@ -1,6 +1,11 @@
 //! The labelled pairs in `cache-service/data/pairs/`: well formed, balanced, split by the rule
 //! the README documents (so `test.jsonl` stays a held-out set).
-#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, clippy::indexing_slicing)]
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    clippy::indexing_slicing
+)]
 
 use std::collections::{BTreeMap, HashSet};
 use std::path::{Path, PathBuf};
@@ -9,7 +14,15 @@ use serde_json::Value;
 use sha2::{Digest, Sha256};
 
 const SAME_KINDS: &[&str] = &["repeat", "paraphrase"];
-const OTHER_KINDS: &[&str] = &["negation", "number", "date", "entity", "swap", "different", "unrelated"];
+const OTHER_KINDS: &[&str] = &[
+    "negation",
+    "number",
+    "date",
+    "entity",
+    "swap",
+    "different",
+    "unrelated",
+];
 
 fn dir() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("data/pairs")
@@ -25,42 +38,74 @@ fn load(name: &str) -> Vec<Value> {
 }
 
 fn s<'a>(v: &'a Value, k: &str) -> &'a str {
-    v[k].as_str().unwrap_or_else(|| panic!("{v}: `{k}` is not a string"))
+    v[k].as_str()
+        .unwrap_or_else(|| panic!("{v}: `{k}` is not a string"))
 }
 
 #[test]
 fn pairs_are_well_formed_and_labels_match_kinds() {
     let mut ids = HashSet::new();
-    for name in ["dev.jsonl", "test.jsonl"] {
+    for name in ["dev.jsonl", "test.jsonl", "holdout.jsonl", "holdout2.jsonl"] {
         for p in load(name) {
             let (a, b, kind) = (s(&p, "a"), s(&p, "b"), s(&p, "kind"));
             let same = p["same"].as_bool().unwrap();
             assert!(!a.trim().is_empty() && !b.trim().is_empty(), "{p}");
             assert_ne!(a, b, "{p}");
-            assert!(SAME_KINDS.contains(&kind) || OTHER_KINDS.contains(&kind), "unknown kind in {p}");
-            assert_eq!(same, SAME_KINDS.contains(&kind), "label does not match kind: {p}");
-            assert!(matches!(s(&p, "source"), "fow-cache" | "tollgate"), "{p}");
-            assert!(ids.insert(s(&p, "id").to_string()), "duplicate id {}", s(&p, "id"));
+            assert!(
+                SAME_KINDS.contains(&kind) || OTHER_KINDS.contains(&kind),
+                "unknown kind in {p}"
+            );
+            assert_eq!(
+                same,
+                SAME_KINDS.contains(&kind),
+                "label does not match kind: {p}"
+            );
+            let source = s(&p, "source");
+            match name {
+                "holdout.jsonl" => assert_eq!(source, "tollgate-holdout", "{p}"),
+                "holdout2.jsonl" => assert_eq!(source, "tollgate-holdout2", "{p}"),
+                _ => assert!(matches!(source, "fow-cache" | "tollgate"), "{p}"),
+            }
+            assert!(
+                ids.insert(s(&p, "id").to_string()),
+                "duplicate id {}",
+                s(&p, "id")
+            );
         }
     }
 }
 
 #[test]
 fn enough_pairs_balanced_with_hard_negatives() {
-    let all: Vec<Value> = load("dev.jsonl").into_iter().chain(load("test.jsonl")).collect();
+    let all: Vec<Value> = load("dev.jsonl")
+        .into_iter()
+        .chain(load("test.jsonl"))
+        .collect();
     assert!(all.len() >= 800, "{} pairs", all.len());
     let same = all.iter().filter(|p| p["same"].as_bool().unwrap()).count();
     let share = same as f64 / all.len() as f64;
-    assert!((0.4..=0.6).contains(&share), "share of true duplicates {share:.2}");
+    assert!(
+        (0.4..=0.6).contains(&share),
+        "share of true duplicates {share:.2}"
+    );
     let mut kinds: BTreeMap<&str, usize> = BTreeMap::new();
     for p in &all {
         *kinds.entry(s(p, "kind")).or_default() += 1;
     }
     for k in SAME_KINDS.iter().chain(OTHER_KINDS) {
-        assert!(kinds.get(k).copied().unwrap_or(0) >= 40, "too few `{k}` pairs: {kinds:?}");
+        assert!(
+            kinds.get(k).copied().unwrap_or(0) >= 40,
+            "too few `{k}` pairs: {kinds:?}"
+        );
     }
-    let hard: usize = ["negation", "number", "date", "entity", "swap", "different"].iter().map(|k| kinds[k]).sum();
-    assert!(hard * 2 >= all.len() - same, "hard negatives are most of the negatives: {kinds:?}");
+    let hard: usize = ["negation", "number", "date", "entity", "swap", "different"]
+        .iter()
+        .map(|k| kinds[k])
+        .sum();
+    assert!(
+        hard * 2 >= all.len() - same,
+        "hard negatives are most of the negatives: {kinds:?}"
+    );
 }
 
 #[test]
@@ -69,7 +114,10 @@ fn split_follows_the_documented_rule() {
     let mut groups: BTreeMap<(String, String), Vec<Value>> = BTreeMap::new();
     for name in ["fow-cache.jsonl", "tollgate.jsonl"] {
         for p in load(&format!("sources/{name}")) {
-            groups.entry((s(&p, "source").to_string(), s(&p, "kind").to_string())).or_default().push(p);
+            groups
+                .entry((s(&p, "source").to_string(), s(&p, "kind").to_string()))
+                .or_default()
+                .push(p);
         }
     }
     let (mut dev, mut test) = (Vec::new(), Vec::new());
@@ -84,20 +132,27 @@ fn split_follows_the_documented_rule() {
         let got = load(name);
         assert_eq!(got.len(), expected.len(), "{name}");
         for (g, e) in got.iter().zip(&expected) {
-            assert_eq!(g, e, "{name} differs from the split of sources/ (run split.py)");
+            assert_eq!(
+                g, e,
+                "{name} differs from the split of sources/ (run split.py)"
+            );
         }
     }
 }
 
 #[test]
-fn no_pair_is_in_both_splits() {
+fn no_pair_is_in_two_files() {
     let key = |p: &Value| {
         let (a, b) = (s(p, "a").to_lowercase(), s(p, "b").to_lowercase());
         if a < b { (a, b) } else { (b, a) }
     };
-    let dev: HashSet<(String, String)> = load("dev.jsonl").iter().map(key).collect();
-    for p in load("test.jsonl") {
-        assert!(!dev.contains(&key(&p)), "in both splits: {p}");
+    let mut seen: std::collections::HashMap<(String, String), &str> = Default::default();
+    for name in ["dev.jsonl", "test.jsonl", "holdout.jsonl", "holdout2.jsonl"] {
+        for p in load(name) {
+            if let Some(other) = seen.insert(key(&p), name) {
+                panic!("in {other} and {name}: {p}");
+            }
+        }
     }
 }
 
