@@ -1,0 +1,588 @@
+//! Semantic-cache correctness on labelled pairs: plain cosine vs cosine + guards.
+//!
+//! Scores `cache-service/data/pairs/{dev,test,holdout,holdout2}.jsonl` with the real embedding
+//! model
+//! (all-MiniLM-L6-v2, int8 ONNX) and the guards, then:
+//! 1. on **dev**, for each mode, chooses the threshold with the highest hit rate on true
+//!    duplicates (repeats + paraphrases) whose false-hit rate on hard negatives (every `!same`
+//!    kind but `unrelated`) is at most `--max-false-hits` (default 1%);
+//! 2. on **holdout2** (written after the current guards were frozen), **holdout** and **test**
+//!    (seen by earlier versions, see `HISTORY`), reports the hit rate
+//!    and false-hit rates at those thresholds, the false hits and guard rejections by kind, and
+//!    the per-threshold table;
+//! 3. measures guard latency on the evaluation pairs.
+//!
+//! Prints a Markdown report and writes it to `benches/results/semantic.md`.
+//! Needs `make setup` (model and ONNX Runtime in `.cache/`).
+//!
+//! Usage: semantic_eval [--max-false-hits 0.01] [--out PATH] [--model-dir DIR]
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+use std::collections::BTreeMap;
+use std::fmt::Write as _;
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+use tollgate_cache_service::embed::{OnnxConfig, OnnxEmbedder};
+use tollgate_cache_service::semantic::calibrate::{
+    self, LabelledPair, ScoredPair, ThresholdStats, choose_by_false_hits, stats_at, sweep,
+};
+use tollgate_cache_service::semantic::guards::{self, Analysis, GuardReason};
+
+const TRUE_KINDS: &[&str] = &["repeat", "paraphrase"];
+const HARD_KINDS: &[&str] = &["negation", "number", "date", "entity", "swap", "different"];
+
+struct Args {
+    max_false_hits: f64,
+    out: PathBuf,
+    model_dir: Option<PathBuf>,
+    data: PathBuf,
+}
+
+fn args() -> Args {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .unwrap()
+        .to_path_buf();
+    let mut a = Args {
+        max_false_hits: 0.01,
+        out: root.join("benches/results/semantic.md"),
+        model_dir: None,
+        data: root.join("cache-service/data/pairs"),
+    };
+    let mut it = std::env::args().skip(1);
+    while let Some(flag) = it.next() {
+        let val = it.next().unwrap_or_else(|| panic!("{flag} needs a value"));
+        match flag.as_str() {
+            "--max-false-hits" => a.max_false_hits = val.parse().unwrap(),
+            "--out" => a.out = PathBuf::from(val),
+            "--model-dir" => a.model_dir = Some(PathBuf::from(val)),
+            "--data" => a.data = PathBuf::from(val),
+            other => panic!("unknown flag {other}"),
+        }
+    }
+    a
+}
+
+/// True duplicates and hard negatives only (the pairs the threshold is chosen on).
+fn hard(pairs: &[ScoredPair]) -> Vec<ScoredPair> {
+    pairs
+        .iter()
+        .filter(|p| p.same || HARD_KINDS.contains(&p.kind.as_str()))
+        .cloned()
+        .collect()
+}
+
+fn pct(x: f64) -> String {
+    format!("{:.1}%", x * 100.0)
+}
+
+struct Mode {
+    name: &'static str,
+    guards: bool,
+    chosen: Option<ThresholdStats>,
+}
+
+/// Earlier evaluations, before the fixes their errors prompted (recorded here because the sets
+/// they ran on have not been held out since).
+const HISTORY: &str = "\
+## History: earlier held-out runs, and what changed after each
+
+Each evaluation set was run once while still unseen; its errors were then inspected and the \
+guards fixed in general form, after which that set no longer counts as held out and a new set \
+was written for the next version. Thresholds were always chosen on dev with the rule above.
+
+| guards | set (unseen at the time) | threshold | hit rate on true duplicates | false hits, hard negatives |
+|---|---|---:|---:|---:|
+| none (cosine only) | test.jsonl | 0.999 | 5.6% (15/270) | 0.0% (0/274) |
+| v1 | test.jsonl | 0.865 | 54.8% (148/270) | **3.3% (9/274)** |
+| none (cosine only) | holdout.jsonl | 0.999 | 10.8% (13/120) | 0.0% (0/115) |
+| v2 | holdout.jsonl | 0.864 | 57.5% (69/120) | **7.0% (8/115)** |
+
+- v1 -> v2, after v1's 9 wrong answers on test (4 swaps, 5 scope changes): a direction word \
+repeated in a question (\"a way *to* send money from the US *to* India\") hid the swap; \"for\" \
+became a pivot (\"exchange economy *for* business\"); \"within\" joined the `before` pole; a \
+`place` class (home / abroad / domestic) and \"self\" (self-employed) were added; all-caps stop \
+words (\"OK\") stopped counting as names and all-caps \"APR\" as a month. `holdout.jsonl` (240 \
+new pairs) was written after v2.
+- v2 -> v3, after v2's 8 wrong answers on holdout (5 antonyms missing from the hand-written \
+list: high/low, left/right, up/down, enable/stop, allow/forbidden; 3 swaps): the 3,364 direct \
+antonym pairs of WordNet 3.0 became opposite poles (filtered of stop words and senses that are \
+not opposites in questions); a negator attached to a pole word counts as the opposite pole only \
+when the other side has that concept; \"less X\" flips X; names keep their spelling (\"https\" is \
+not the plural of \"http\"); a capitalised word mid-sentence is a name even if it is a common \
+word (\"Go\"). `holdout2.jsonl` (200 new pairs) was written after v3 and is evaluated once, \
+below: it is the only set here unseen by the current guards (v3).\n";
+
+fn main() {
+    let args = args();
+    let mut config = OnnxConfig::default();
+    if let Some(dir) = &args.model_dir {
+        config.model_dir = dir.clone();
+    }
+    if let Err(e) = config.check_files() {
+        panic!("{e}\nrun `make setup` to fetch the model and ONNX Runtime");
+    }
+    let t0 = Instant::now();
+    let embedder = OnnxEmbedder::load(&config).expect("load model (run `make setup`)");
+    let load_s = t0.elapsed().as_secs_f64();
+
+    let dev_pairs = calibrate::load_pairs(&args.data.join("dev.jsonl")).unwrap();
+    let mut sets: Vec<(&str, Vec<LabelledPair>)> = vec![(
+        "test.jsonl",
+        calibrate::load_pairs(&args.data.join("test.jsonl")).unwrap(),
+    )];
+    for name in ["holdout.jsonl", "holdout2.jsonl"] {
+        let path = args.data.join(name);
+        if path.exists() {
+            sets.insert(0, (name, calibrate::load_pairs(&path).unwrap()));
+        }
+    }
+    let t1 = Instant::now();
+    let dev = calibrate::score_pairs(&embedder, &dev_pairs).unwrap();
+    let scored: Vec<Vec<ScoredPair>> = sets
+        .iter()
+        .map(|(_, p)| calibrate::score_pairs(&embedder, p).unwrap())
+        .collect();
+    let score_s = t1.elapsed().as_secs_f64();
+    let embedded = dev.len() + scored.iter().map(Vec::len).sum::<usize>();
+
+    // Fine grid: plain cosine needs thresholds close to 1.
+    let grid = calibrate::thresholds(0.70, 0.999, 0.001);
+    let mut modes = [
+        Mode {
+            name: "cosine only",
+            guards: false,
+            chosen: None,
+        },
+        Mode {
+            name: "cosine + guards",
+            guards: true,
+            chosen: None,
+        },
+    ];
+    let dev_hard = hard(&dev);
+    for m in &mut modes {
+        m.chosen = choose_by_false_hits(&sweep(&dev_hard, &grid, m.guards), args.max_false_hits);
+    }
+
+    let mut md = String::new();
+    let _ = writeln!(md, "# Semantic cache: guards and threshold calibration\n");
+    let _ = writeln!(
+        md,
+        "Generated by `cargo run --release -p tollgate-benches --bin semantic_eval` \
+         (model all-MiniLM-L6-v2 int8 ONNX, CPU; loaded in {load_s:.1} s; {embedded} pairs embedded in {score_s:.1} s).\n"
+    );
+    let _ = writeln!(
+        md,
+        "A *hit* is a pair whose cosine similarity is at or above the threshold (and, with guards, \
+         that the guards pass). *Hit rate* is the share of true duplicates (`repeat` + `paraphrase`) \
+         served from cache; a *false hit* is a `!same` pair served: a wrong answer. Thresholds are \
+         chosen on `dev.jsonl` as the highest hit rate with at most {} false hits on hard negatives \
+         (every negative kind except `unrelated`), on a 0.001 grid from 0.700 to 0.999, then \
+         applied unchanged to the evaluation sets.\n",
+        pct(args.max_false_hits)
+    );
+    let all_sets: Vec<(&str, &[LabelledPair])> =
+        std::iter::once(("dev.jsonl", dev_pairs.as_slice()))
+            .chain(sets.iter().map(|(n, p)| (*n, p.as_slice())))
+            .collect();
+    write_dataset(&mut md, &all_sets);
+
+    // Headline
+    let _ = writeln!(md, "## Results\n");
+    let _ = writeln!(
+        md,
+        "| set | mode | threshold (from dev) | hit rate on true duplicates | repeats | paraphrases | false hits, hard negatives | false hits, all negatives |"
+    );
+    let _ = writeln!(md, "|---|---|---:|---:|---:|---:|---:|---:|");
+    let dev_row = ("dev.jsonl (tuning)", &dev);
+    let eval_rows: Vec<(&str, &Vec<ScoredPair>)> =
+        sets.iter().map(|(n, _)| *n).zip(scored.iter()).collect();
+    for (set, pairs) in eval_rows
+        .iter()
+        .copied()
+        .chain(std::iter::once((dev_row.0, dev_row.1)))
+    {
+        for m in &modes {
+            let Some(c) = &m.chosen else {
+                let _ = writeln!(
+                    md,
+                    "| {set} | {} | none reaches the bound on dev | | | | | |",
+                    m.name
+                );
+                continue;
+            };
+            let t = c.threshold;
+            let h = stats_at(&hard(pairs), t, m.guards);
+            let all = stats_at(pairs, t, m.guards);
+            let kinds = calibrate::by_kind(pairs, t, m.guards);
+            let rate = |k: &str| {
+                kinds
+                    .get(k)
+                    .map_or(0.0, |s| s.hits as f64 / s.pairs.max(1) as f64)
+            };
+            let _ = writeln!(
+                md,
+                "| {set} | {} | {:.3} | **{}** ({}/{}) | {} | {} | **{}** ({}/{}) | {} ({}/{}) |",
+                m.name,
+                t,
+                pct(h.recall),
+                h.true_hits,
+                h.true_hits + h.misses,
+                pct(rate("repeat")),
+                pct(rate("paraphrase")),
+                pct(h.false_hit_rate),
+                h.false_hits,
+                h.false_hits + h.rejections,
+                pct(all.false_hit_rate),
+                all.false_hits,
+                all.false_hits + all.rejections,
+            );
+        }
+    }
+    let _ = writeln!(md);
+
+    // Operating points chosen on each evaluation set itself: not a fair estimate (the threshold
+    // sees the answers), but it shows what a threshold can and cannot buy on unseen data.
+    let _ = writeln!(
+        md,
+        "For reference, the best each mode could do on each evaluation set if the threshold were \
+         chosen on that set itself (an optimistic bound, not an estimate): highest hit rate with \
+         at most {} false hits on its hard negatives.\n",
+        pct(args.max_false_hits)
+    );
+    let _ = writeln!(
+        md,
+        "| set | mode | threshold | hit rate | false hits, hard negatives |"
+    );
+    let _ = writeln!(md, "|---|---|---:|---:|---:|");
+    for (set, pairs) in eval_rows.iter().copied() {
+        let h = hard(pairs);
+        for m in &modes {
+            match choose_by_false_hits(&sweep(&h, &grid, m.guards), args.max_false_hits) {
+                Some(c) => {
+                    let _ = writeln!(
+                        md,
+                        "| {set} | {} | {:.3} | {} ({}/{}) | {} ({}/{}) |",
+                        m.name,
+                        c.threshold,
+                        pct(c.recall),
+                        c.true_hits,
+                        c.true_hits + c.misses,
+                        pct(c.false_hit_rate),
+                        c.false_hits,
+                        c.false_hits + c.rejections
+                    );
+                }
+                None => {
+                    let _ = writeln!(md, "| {set} | {} | none | | |", m.name);
+                }
+            }
+        }
+    }
+    let _ = writeln!(md);
+    md.push_str(HISTORY);
+    let _ = writeln!(md);
+
+    for ((set, pairs), scored) in sets.iter().zip(&scored) {
+        write_set_details(&mut md, set, pairs, scored, &modes);
+    }
+
+    // Guard-only accuracy (no threshold): what the guards say about every pair
+    let _ = writeln!(
+        md,
+        "## The guards alone, on every pair of all sets (no threshold)\n"
+    );
+    let _ = writeln!(md, "| kind | pairs | passed | rejected | top reasons |");
+    let _ = writeln!(md, "|---|---:|---:|---:|---|");
+    let mut by: BTreeMap<String, (usize, usize, BTreeMap<GuardReason, usize>)> = BTreeMap::new();
+    for s in dev.iter().chain(scored.iter().flatten()) {
+        let e = by.entry(s.kind.clone()).or_default();
+        e.0 += 1;
+        match s.guard.reason() {
+            None => e.1 += 1,
+            Some(r) => *e.2.entry(r).or_default() += 1,
+        }
+    }
+    for kind in order_kinds(by.keys().cloned().collect()) {
+        let (n, pass, reasons) = &by[&kind];
+        let mut rs: Vec<(&GuardReason, &usize)> = reasons.iter().collect();
+        rs.sort_by(|a, b| b.1.cmp(a.1));
+        let top: Vec<String> = rs.iter().map(|(r, c)| format!("{r} {c}")).collect();
+        let _ = writeln!(
+            md,
+            "| {kind} | {n} | {pass} | {} | {} |",
+            n - pass,
+            top.join(", ")
+        );
+    }
+    let _ = writeln!(md);
+
+    let latency_pairs: Vec<LabelledPair> =
+        sets.iter().flat_map(|(_, p)| p.iter().cloned()).collect();
+    write_latency(&mut md, &latency_pairs);
+
+    print!("{md}");
+    std::fs::write(&args.out, &md).unwrap();
+    eprintln!("wrote {}", args.out.display());
+}
+
+/// By-kind table, false hits, lost duplicates and the per-threshold table of one evaluation set.
+fn write_set_details(
+    md: &mut String,
+    set: &str,
+    pairs: &[LabelledPair],
+    scored: &[ScoredPair],
+    modes: &[Mode],
+) {
+    let _ = writeln!(md, "## {set}\n");
+    let _ = writeln!(md, "### By kind, at the thresholds chosen on dev\n");
+    let chosen: Vec<(&Mode, f64)> = modes
+        .iter()
+        .filter_map(|m| m.chosen.as_ref().map(|c| (m, c.threshold)))
+        .collect();
+    let mut header = String::from("| kind | pairs |");
+    let mut rule = String::from("|---|---:|");
+    for (m, t) in &chosen {
+        let _ = write!(header, " served: {} @ {:.3} |", m.name, t);
+        rule.push_str("---:|");
+    }
+    header.push_str(" guard rejections above the guarded threshold |");
+    rule.push_str("---|");
+    let _ = writeln!(md, "{header}\n{rule}");
+    let per_mode: Vec<BTreeMap<String, calibrate::KindStats>> = chosen
+        .iter()
+        .map(|(m, t)| calibrate::by_kind(scored, *t, m.guards))
+        .collect();
+    let kinds: Vec<String> = per_mode
+        .first()
+        .map(|k| k.keys().cloned().collect())
+        .unwrap_or_default();
+    for kind in order_kinds(kinds) {
+        let n = per_mode
+            .first()
+            .and_then(|k| k.get(&kind))
+            .map_or(0, |s| s.pairs);
+        let same = if TRUE_KINDS.contains(&kind.as_str()) {
+            " (same)"
+        } else {
+            ""
+        };
+        let mut row = format!("| {kind}{same} | {n} |");
+        let mut reasons = String::new();
+        for (i, k) in per_mode.iter().enumerate() {
+            let s = k.get(&kind).cloned().unwrap_or_default();
+            let _ = write!(row, " {} |", s.hits);
+            if chosen[i].0.guards {
+                reasons = s
+                    .guard_rejections
+                    .iter()
+                    .map(|(r, n)| format!("{r} {n}"))
+                    .collect::<Vec<_>>()
+                    .join(", ");
+            }
+        }
+        let _ = writeln!(md, "{row} {reasons} |");
+    }
+    let _ = writeln!(md);
+
+    if let Some((m, t)) = chosen.iter().find(|(m, _)| m.guards) {
+        let wrong: Vec<(&ScoredPair, &LabelledPair)> = scored
+            .iter()
+            .zip(pairs)
+            .filter(|(s, _)| !s.same && s.is_hit(*t, m.guards))
+            .collect();
+        let _ = writeln!(
+            md,
+            "False hits of cosine + guards at {t:.3} ({}):\n",
+            wrong.len()
+        );
+        for (s, p) in wrong {
+            let _ = writeln!(
+                md,
+                "- `{}` {:.3}: \"{}\" / \"{}\"",
+                s.kind, s.cosine, p.a, p.b
+            );
+        }
+        let _ = writeln!(md);
+        let lost: Vec<(&ScoredPair, &LabelledPair)> = scored
+            .iter()
+            .zip(pairs)
+            .filter(|(s, _)| s.same && s.cosine >= *t as f32 && !s.guard.is_pass())
+            .collect();
+        let _ = writeln!(
+            md,
+            "True duplicates above {t:.3} that the guards turned away ({}):\n",
+            lost.len()
+        );
+        for (s, p) in lost {
+            let _ = writeln!(
+                md,
+                "- `{}` {:.3} {}: \"{}\" / \"{}\"",
+                s.kind,
+                s.cosine,
+                s.guard.reason().map_or("", GuardReason::as_str),
+                p.a,
+                p.b
+            );
+        }
+        let _ = writeln!(md);
+    }
+
+    let _ = writeln!(
+        md,
+        "### Per threshold (true duplicates and hard negatives)\n"
+    );
+    let h = hard(scored);
+    let coarse = calibrate::thresholds(0.80, 0.99, 0.01);
+    let _ = writeln!(
+        md,
+        "| threshold | hit rate, cosine | false hits, cosine | hit rate, + guards | false hits, + guards |"
+    );
+    let _ = writeln!(md, "|---:|---:|---:|---:|---:|");
+    for &t in coarse.iter().chain([0.995, 0.999].iter()) {
+        let p = stats_at(&h, t, false);
+        let g = stats_at(&h, t, true);
+        let _ = writeln!(
+            md,
+            "| {t:.3} | {} | {} ({}) | {} | {} ({}) |",
+            pct(p.recall),
+            pct(p.false_hit_rate),
+            p.false_hits,
+            pct(g.recall),
+            pct(g.false_hit_rate),
+            g.false_hits
+        );
+    }
+    let _ = writeln!(md);
+}
+
+fn order_kinds(mut kinds: Vec<String>) -> Vec<String> {
+    let order = [
+        "repeat",
+        "paraphrase",
+        "negation",
+        "number",
+        "date",
+        "entity",
+        "swap",
+        "different",
+        "unrelated",
+    ];
+    kinds.sort_by_key(|k| order.iter().position(|o| o == k).unwrap_or(order.len()));
+    kinds
+}
+
+fn write_dataset(md: &mut String, sets: &[(&str, &[LabelledPair])]) {
+    let total: usize = sets.iter().map(|(_, p)| p.len()).sum();
+    let _ = writeln!(md, "## Data\n");
+    let _ = writeln!(
+        md,
+        "`cache-service/data/pairs/` (see its README): {total} pairs. `dev` and `test`: `fow-cache` 0.1.0 \
+         question pairs (CC BY 4.0) and project-authored pairs (CC0), split by a fixed rule, stratified \
+         by source and kind. `holdout` and `holdout2`: project-authored pairs, each written after a \
+         version of the guards was frozen (see History).\n"
+    );
+    let mut header = String::from("| kind | same |");
+    let mut rule = String::from("|---|---|");
+    for (name, _) in sets {
+        let _ = write!(header, " {} |", name.trim_end_matches(".jsonl"));
+        rule.push_str("---:|");
+    }
+    let _ = writeln!(md, "{header}\n{rule}");
+    let counts: Vec<BTreeMap<String, usize>> = sets
+        .iter()
+        .map(|(_, pairs)| {
+            let mut m: BTreeMap<String, usize> = BTreeMap::new();
+            for p in *pairs {
+                *m.entry(p.kind.clone().unwrap_or_default()).or_default() += 1;
+            }
+            m
+        })
+        .collect();
+    let kinds: std::collections::BTreeSet<String> =
+        counts.iter().flat_map(|c| c.keys().cloned()).collect();
+    for kind in order_kinds(kinds.into_iter().collect()) {
+        let same = if TRUE_KINDS.contains(&kind.as_str()) {
+            "yes"
+        } else {
+            "no"
+        };
+        let mut row = format!("| {kind} | {same} |");
+        for c in &counts {
+            let _ = write!(row, " {} |", c.get(&kind).unwrap_or(&0));
+        }
+        let _ = writeln!(md, "{row}");
+    }
+    let mut row = String::from("| **total** | |");
+    for (_, pairs) in sets {
+        let same = pairs.iter().filter(|x| x.same).count();
+        let _ = write!(row, " {} ({same} same) |", pairs.len());
+    }
+    let _ = writeln!(md, "{row}\n");
+}
+
+fn write_latency(md: &mut String, pairs: &[LabelledPair]) {
+    // warm the lazily built word lists
+    for p in pairs {
+        let _ = guards::check(&p.a, &p.b);
+    }
+    const ROUNDS: usize = 200;
+    let mut per_call: Vec<f64> = Vec::with_capacity(pairs.len() * ROUNDS);
+    let mut rejected = 0usize;
+    for _ in 0..ROUNDS {
+        for p in pairs {
+            let t = Instant::now();
+            let v = std::hint::black_box(guards::check(
+                std::hint::black_box(&p.a),
+                std::hint::black_box(&p.b),
+            ));
+            per_call.push(t.elapsed().as_secs_f64() * 1e6);
+            if !v.is_pass() {
+                rejected += 1;
+            }
+        }
+    }
+    let _ = std::hint::black_box(rejected);
+    per_call.sort_by(f64::total_cmp);
+    let q = |f: f64| per_call[((per_call.len() - 1) as f64 * f).round() as usize];
+    let mean = per_call.iter().sum::<f64>() / per_call.len() as f64;
+    // analysing the query once and comparing it with a candidate analysed beforehand
+    let analysed: Vec<(Analysis, Analysis)> = pairs
+        .iter()
+        .map(|p| (Analysis::new(&p.a), Analysis::new(&p.b)))
+        .collect();
+    let t = Instant::now();
+    for _ in 0..ROUNDS {
+        for (a, b) in &analysed {
+            std::hint::black_box(guards::check_analyzed(
+                std::hint::black_box(a),
+                std::hint::black_box(b),
+            ));
+        }
+    }
+    let compare_only = t.elapsed().as_secs_f64() * 1e6 / (ROUNDS * analysed.len()) as f64;
+    let _ = writeln!(md, "## Guard latency\n");
+    let _ = writeln!(
+        md,
+        "`guards::check(query, candidate)` on the {} evaluation pairs x {ROUNDS} rounds, one thread \
+         (release build, this machine: {} cores, shared with other builds while measuring):\n",
+        pairs.len(),
+        std::thread::available_parallelism().map_or(1, |n| n.get())
+    );
+    let _ = writeln!(md, "| | mean | p50 | p90 | p99 | p99.9 |");
+    let _ = writeln!(md, "|---|---:|---:|---:|---:|---:|");
+    let _ = writeln!(
+        md,
+        "| `check` (analyse both texts, compare) | {mean:.1} µs | {:.1} µs | {:.1} µs | {:.1} µs | {:.1} µs |",
+        q(0.5),
+        q(0.9),
+        q(0.99),
+        q(0.999)
+    );
+    let _ = writeln!(
+        md,
+        "| `check_analyzed` (compare only) | {compare_only:.1} µs | | | | |\n"
+    );
+}
