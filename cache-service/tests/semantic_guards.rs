@@ -12,12 +12,17 @@ use tollgate_cache_service::semantic::guards::{GuardReason, check};
 
 #[test]
 fn guards_on_dev_pairs() {
-    let pairs = load_pairs(&Path::new(env!("CARGO_MANIFEST_DIR")).join("data/pairs/dev.jsonl")).unwrap();
+    let pairs =
+        load_pairs(&Path::new(env!("CARGO_MANIFEST_DIR")).join("data/pairs/dev.jsonl")).unwrap();
     // kind -> (pairs, passed)
     let mut by: BTreeMap<String, (usize, usize)> = BTreeMap::new();
     for p in &pairs {
         let verdict = check(&p.a, &p.b);
-        assert_eq!(verdict.is_pass(), check(&p.b, &p.a).is_pass(), "asymmetric: {p:?}");
+        assert_eq!(
+            verdict.is_pass(),
+            check(&p.b, &p.a).is_pass(),
+            "asymmetric: {p:?}"
+        );
         let e = by.entry(p.kind.clone().unwrap()).or_default();
         e.0 += 1;
         if verdict.is_pass() {
@@ -39,7 +44,8 @@ fn guards_on_dev_pairs() {
 
 #[test]
 fn reasons_match_the_kind_of_minimal_edits() {
-    let pairs = load_pairs(&Path::new(env!("CARGO_MANIFEST_DIR")).join("data/pairs/dev.jsonl")).unwrap();
+    let pairs =
+        load_pairs(&Path::new(env!("CARGO_MANIFEST_DIR")).join("data/pairs/dev.jsonl")).unwrap();
     let expected = |kind: &str| match kind {
         "negation" => Some(vec![GuardReason::Negation]),
         "number" => Some(vec![GuardReason::Number, GuardReason::Date]),
@@ -49,7 +55,9 @@ fn reasons_match_the_kind_of_minimal_edits() {
     };
     let (mut total, mut right) = (0, 0);
     for p in &pairs {
-        let Some(reasons) = expected(p.kind.as_deref().unwrap()) else { continue };
+        let Some(reasons) = expected(p.kind.as_deref().unwrap()) else {
+            continue;
+        };
         if let Some(r) = check(&p.a, &p.b).reason() {
             total += 1;
             if reasons.contains(&r) {
@@ -57,5 +65,8 @@ fn reasons_match_the_kind_of_minimal_edits() {
             }
         }
     }
-    assert!(right as f64 >= 0.9 * total as f64, "{right}/{total} rejections name the edit's kind");
+    assert!(
+        right as f64 >= 0.9 * total as f64,
+        "{right}/{total} rejections name the edit's kind"
+    );
 }
