@@ -16,7 +16,9 @@ use std::time::Duration;
 use redis_server::RedisServer;
 use tokio::sync::broadcast;
 use tollgate_cache_service::model::{Entry, InvalidateFilter, StoreEvent};
-use tollgate_cache_service::store::{EmbeddedStore, RedisOptions, RedisStore, Store};
+use tollgate_cache_service::store::{
+    self, EmbeddedStore, RedisOptions, RedisStore, Store, StoreConfig,
+};
 use tollgate_wire::Usage;
 use tollgate_wire::admit::CachedCompletion;
 
@@ -524,6 +526,31 @@ async fn redis_conformance() {
         .await
         .unwrap();
     conformance(Arc::new(store)).await;
+}
+
+#[tokio::test]
+async fn open_picks_the_configured_backend() {
+    let dir = TempDir(temp_path("open"));
+    let embedded = StoreConfig::Embedded {
+        path: dir.0.join("cache.redb"),
+    };
+    let store = store::open(&embedded).await.unwrap();
+    store.put(&entry("acme", "k", "m", 1)).await.unwrap();
+    drop(store);
+    assert_eq!(
+        store::open(&embedded).await.unwrap().len().await.unwrap(),
+        1
+    );
+
+    let server = redis();
+    let shared = StoreConfig::Redis {
+        url: server.url(),
+        namespace: "tg".into(),
+    };
+    let a = store::open(&shared).await.unwrap();
+    let b = store::open(&shared).await.unwrap();
+    a.put(&entry("acme", "k", "m", 1)).await.unwrap();
+    assert_eq!(b.len().await.unwrap(), 1);
 }
 
 #[tokio::test]

@@ -37,21 +37,22 @@ use crate::model::{Entry, InvalidateFilter, StoreEvent};
 type H16 = [u8; 16];
 
 const ENTRIES: TableDefinition<u64, &[u8]> = TableDefinition::new("entries");
-const META: TableDefinition<&str, u64> = TableDefinition::new("meta");
-
-/// Version of the table layout and value encoding; a file of another version is refused.
-pub const FORMAT: u64 = 1;
 const EXACT: TableDefinition<H16, u64> = TableDefinition::new("exact");
 const BY_TIME: TableDefinition<(u64, u64), ()> = TableDefinition::new("by_time");
 const BY_TENANT: TableDefinition<(H16, u64), H16> = TableDefinition::new("by_tenant");
 const BY_MODEL: TableDefinition<(H16, u64), H16> = TableDefinition::new("by_model");
+const META: TableDefinition<&str, u64> = TableDefinition::new("meta");
+
+/// Version of the table layout and value encoding; a file of another version is refused.
+pub const FORMAT: u64 = 1;
 
 /// Most operations one write transaction takes from the queue.
 const MAX_BATCH: usize = 256;
 /// Capacity of the event channel (a receiver that falls further behind gets `Lagged`).
 pub const EVENT_CAPACITY: usize = 4096;
 
-/// The embedded store. Dropping it finishes queued writes and closes the file.
+/// The embedded store. Dropping it waits for the queued writes (a few ms each) and closes the
+/// file, so the same path can be reopened at once.
 pub struct EmbeddedStore {
     db: Arc<Database>,
     jobs: Option<mpsc::Sender<Job>>,

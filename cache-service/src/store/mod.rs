@@ -13,6 +13,9 @@ pub mod redis_store;
 pub use embedded::EmbeddedStore;
 pub use redis_store::{RedisOptions, RedisStore};
 
+use std::path::PathBuf;
+use std::sync::Arc;
+
 use async_trait::async_trait;
 use tokio::sync::broadcast;
 
@@ -51,4 +54,23 @@ pub trait Store: Send + Sync + 'static {
     async fn ping(&self) -> Result<(), StoreError>;
     /// Changes made by any replica (for Redis, including other processes), from now on.
     fn subscribe(&self) -> broadcast::Receiver<StoreEvent>;
+}
+
+/// Which backend to open (from the service's settings).
+#[derive(Clone, Debug)]
+pub enum StoreConfig {
+    /// A local file (the default: no server needed).
+    Embedded { path: PathBuf },
+    /// A Redis shared by the replicas that use the same namespace.
+    Redis { url: String, namespace: String },
+}
+
+/// Opens the configured backend.
+pub async fn open(config: &StoreConfig) -> Result<Arc<dyn Store>, StoreError> {
+    Ok(match config {
+        StoreConfig::Embedded { path } => Arc::new(EmbeddedStore::open(path).await?),
+        StoreConfig::Redis { url, namespace } => {
+            Arc::new(RedisStore::connect(url, namespace).await?)
+        }
+    })
 }

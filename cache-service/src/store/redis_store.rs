@@ -231,6 +231,7 @@ impl RedisStore {
             ConnectionManager::new_with_config(client, config(opts.block + opts.response_timeout))
                 .await
                 .map_err(unavailable)?;
+        warn_on_risky_config(&mut conn).await;
         let prefix = opts.namespace.clone();
         let stream = format!("{prefix}:events");
         // Position at connect time: events written from now on are delivered.
@@ -309,6 +310,34 @@ impl RedisStore {
             n += deleted.len() as u64;
         }
         Ok(n)
+    }
+}
+
+/// Logs what would make entries vanish behind the store's back: no persistence (a Redis restart
+/// empties the cache; replicas' indexes then point at nothing until they rescan) or an
+/// `allkeys-*` eviction policy (Redis would drop single keys, leaving index rows without entries;
+/// bound the size with `evict_to` and `noeviction` instead). Managed Redis may forbid `CONFIG`:
+/// then nothing is checked.
+async fn warn_on_risky_config(conn: &mut ConnectionManager) {
+    let config: Result<HashMap<String, String>, _> = redis::cmd("CONFIG")
+        .arg("GET")
+        .arg("appendonly")
+        .arg("save")
+        .arg("maxmemory-policy")
+        .query_async(conn)
+        .await;
+    let Ok(config) = config else { return };
+    let get = |k: &str| config.get(k).map_or("", String::as_str);
+    if get("appendonly") == "no" && get("save").trim().is_empty() {
+        tracing::warn!(
+            "redis store: Redis has no persistence (appendonly no, no save points): cached entries will not survive a Redis restart"
+        );
+    }
+    if get("maxmemory-policy").starts_with("allkeys") {
+        tracing::warn!(
+            policy = get("maxmemory-policy"),
+            "redis store: Redis may evict single cache keys; prefer noeviction and the service's own size limit"
+        );
     }
 }
 
