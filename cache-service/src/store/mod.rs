@@ -53,7 +53,18 @@ pub trait Store: Send + Sync + 'static {
     /// Checks the backend is reachable (readiness).
     async fn ping(&self) -> Result<(), StoreError>;
     /// Changes made by any replica (for Redis, including other processes), from now on.
+    /// A receiver that falls more than the channel's capacity (4096) behind gets `Lagged`.
     fn subscribe(&self) -> broadcast::Receiver<StoreEvent>;
+    /// How many times this store knows it lost events that `subscribe` should have delivered
+    /// (Redis: the event stream was trimmed past this replica's position, or reset, while it
+    /// was disconnected). When it grows, rebuild anything derived from events with [`scan`]
+    /// (as on `Lagged`); check it after events and now and then. Never grows for the embedded
+    /// store.
+    ///
+    /// [`scan`]: Store::scan
+    fn missed_events(&self) -> u64 {
+        0
+    }
 }
 
 /// Which backend to open (from the service's settings).

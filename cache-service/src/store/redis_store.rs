@@ -21,7 +21,7 @@
 //! Both connections are `redis` connection managers: after a Redis restart the next command
 //! reconnects, and the reader resumes from the last event it delivered. If the stream was
 //! trimmed past that position while it was away, the gap is logged and counted
-//! ([`RedisStore::missed_events`]); callers should then rebuild from [`Store::scan`].
+//! ([`Store::missed_events`]); callers should then rebuild from [`Store::scan`].
 //!
 //! Scripts build the keys they touch from the namespace, so this scheme needs a single Redis
 //! (or a primary with replicas), not Redis Cluster.
@@ -135,7 +135,8 @@ pub struct RedisOptions {
     /// Key prefix: `[A-Za-z0-9_.-]`, 1 to 64 characters. Replicas that share a cache use the same.
     pub namespace: String,
     /// Approximate length the event stream is trimmed to. A replica disconnected for longer than
-    /// it takes the others to write this many changes misses events (see `missed_events`).
+    /// it takes the others to write this many changes misses events (see
+    /// [`Store::missed_events`]).
     pub events_maxlen: u64,
     /// Capacity of the local event channel.
     pub event_capacity: usize,
@@ -261,12 +262,6 @@ impl RedisStore {
             missed,
             reader,
         })
-    }
-
-    /// Events the reader knows it missed (the stream was trimmed past its position while it was
-    /// disconnected, or reset). When this grows, rebuild derived state from [`Store::scan`].
-    pub fn missed_events(&self) -> u64 {
-        self.missed.load(Ordering::Relaxed)
     }
 
     pub fn namespace(&self) -> &str {
@@ -530,6 +525,10 @@ impl Store for RedisStore {
 
     fn subscribe(&self) -> broadcast::Receiver<StoreEvent> {
         self.events.subscribe()
+    }
+
+    fn missed_events(&self) -> u64 {
+        self.missed.load(Ordering::Relaxed)
     }
 }
 
