@@ -16,8 +16,8 @@
 //!   ann [--sizes 10000,100000] [--candidates a,b] [--queries 1000] [--reps 3] [--seed 42]
 //!   ann --crossover            brute force vs usearch on small partitions
 //! Candidates: brute-f32, brute-f16, usearch-{f16,f32}-{ip,cos}[@ef], tollgate-ann[@ef],
-//! hnsw_rs[@ef] (needs `--features hnsw_rs`). Build with `--release`; `--features numkong`
-//! builds usearch with its SIMD kernels.
+//! hnsw_rs[@ef] (needs `--features hnsw_rs`); ef = search beam width, default 128 as in
+//! `AnnConfig`; M = 16 and ef_construction = 128 everywhere. Build with `--release`.
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
@@ -45,6 +45,10 @@ trait Cand {
     /// `false`: removal not supported.
     fn remove(&mut self, id: u64) -> bool;
     fn own_memory(&self) -> Option<usize>;
+    /// Changes the search beam width; `false`: not supported.
+    fn set_ef(&self, _ef: usize) -> bool {
+        false
+    }
 }
 
 struct Brute32(BruteForceIndex);
@@ -175,6 +179,10 @@ impl Usearch {
     }
 }
 impl Cand for Usearch {
+    fn set_ef(&self, ef: usize) -> bool {
+        self.0.change_expansion_search(ef);
+        true
+    }
     fn add(&mut self, id: u64, v: &[f32]) {
         if self.0.size() >= self.0.capacity() {
             self.0.reserve(self.0.capacity() * 2).unwrap();
@@ -193,8 +201,16 @@ impl Cand for Usearch {
         self.0.remove(id).unwrap();
         true
     }
+    /// Bytes in use: usearch's `memory_usage` minus the unused rest of its arenas (as
+    /// `AnnIndex::memory_bytes` does).
     fn own_memory(&self) -> Option<usize> {
-        Some(self.0.memory_usage())
+        let st = self.0.memory_stats();
+        Some(
+            self.0
+                .memory_usage()
+                .saturating_sub(st.graph_reserved)
+                .saturating_sub(st.vectors_reserved),
+        )
     }
 }
 
@@ -243,7 +259,7 @@ impl Cand for HnswRs {
 fn make(name: &str, n: usize) -> Box<dyn Cand> {
     let (base, ef) = match name.split_once('@') {
         Some((b, e)) => (b, e.parse::<usize>().expect("ef")),
-        None => (name, 64),
+        None => (name, 128),
     };
     match base {
         "brute-f32" => Box::new(Brute32(BruteForceIndex::new(DIM))),
@@ -424,9 +440,7 @@ fn recall(got: &[Vec<(u64, f32)>], truth: &[Vec<(u64, f32)>], para: &[bool]) -> 
     for ((g, t), p) in got.iter().zip(truth).zip(para) {
         // A returned top-1 counts if it is the exact top-1, or exactly as similar (tie).
         let ok = match (g.first(), t.first()) {
-            (Some(a), Some(b)) => {
-                a.0 == b.0 || (a.0 != b.0 && (t.iter().any(|x| x.0 == a.0 && x.1 >= b.1)))
-            }
+            (Some(a), Some(b)) => a.0 == b.0 || t.iter().any(|x| x.0 == a.0 && x.1 >= b.1),
             (None, None) => true,
             _ => false,
         };
@@ -460,7 +474,47 @@ fn recall(got: &[Vec<(u64, f32)>], truth: &[Vec<(u64, f32)>], para: &[bool]) -> 
 // ---------------------------------------------------------------------------------------------
 // One run (child process)
 
-fn child(name: &str, n: usize, nq: usize, seed: u64, clusters: usize, churn: f64) -> Value {
+/// Recall@1 (paraphrase / far) and latency for each ef in `efs`, on the first `nq` queries.
+fn ef_sweep(
+    c: &dyn Cand,
+    efs: &[usize],
+    queries: &[Vec<f32>],
+    truth: &[Vec<(u64, f32)>],
+    para: &[bool],
+) -> Value {
+    let mut rows = Vec::new();
+    for &ef in efs {
+        if !c.set_ef(ef) {
+            break;
+        }
+        let mut lat = Vec::with_capacity(truth.len());
+        let mut got = Vec::with_capacity(truth.len());
+        for q in queries.iter().take(truth.len()) {
+            let t = Instant::now();
+            let r = c.search(q, K);
+            lat.push(t.elapsed().as_secs_f64() * 1e6);
+            got.push(r);
+        }
+        lat.sort_by(f64::total_cmp);
+        let r = recall(&got, truth, &para[..truth.len()]);
+        rows.push(
+            json!({"ef": ef, "recall1": r.at1, "recall1_para": r.at1_para,
+            "recall1_far": r.at1_far, "recall10": r.at10,
+            "p50_us": pct(&lat, 0.5), "p99_us": pct(&lat, 0.99)}),
+        );
+    }
+    Value::Array(rows)
+}
+
+fn child(
+    name: &str,
+    n: usize,
+    nq: usize,
+    seed: u64,
+    clusters: usize,
+    churn: f64,
+    efs: &[usize],
+) -> Value {
     let t = Instant::now();
     let w = workload(n, nq, seed, clusters);
     let gen_s = t.elapsed().as_secs_f64();
@@ -514,6 +568,9 @@ fn child(name: &str, n: usize, nq: usize, seed: u64, clusters: usize, churn: f64
         "recall1": rec.at1, "recall1_para": rec.at1_para, "recall1_far": rec.at1_far,
         "recall10": rec.at10, "sim_err": sim_err,
     });
+    if !efs.is_empty() {
+        out["sweep"] = ef_sweep(c.as_ref(), efs, &w.queries, &gt[..timed], &w.paraphrase);
+    }
 
     // Churn: remove a random `churn` fraction, add as many new points, re-check.
     let m = (n as f64 * churn) as usize;
@@ -565,6 +622,9 @@ fn child(name: &str, n: usize, nq: usize, seed: u64, clusters: usize, churn: f64
             "rss_delta_after": rss2 as i64 - rss0 as i64, "own_bytes_after": c.own_memory(),
             "recall1": rc.at1, "recall10": rc.at10, "removed_returned": violations,
         });
+        if !efs.is_empty() {
+            out["churn"]["sweep"] = ef_sweep(c.as_ref(), efs, &w.queries, &truth, &w.paraphrase);
+        }
     } else if m > 0 {
         out["churn"] = json!("remove unsupported");
     }
@@ -674,7 +734,10 @@ fn main() {
     }
     if let Some(name) = arg(&args, "--child") {
         let n: usize = arg(&args, "--n").unwrap().parse().unwrap();
-        let v = child(name, n, nq, seed, clusters, churn);
+        let efs: Vec<usize> = arg(&args, "--ef-sweep")
+            .map(|s| s.split(',').map(|e| e.parse().unwrap()).collect())
+            .unwrap_or_default();
+        let v = child(name, n, nq, seed, clusters, churn, &efs);
         println!("RESULT {v}");
         return;
     }

@@ -224,8 +224,17 @@ impl VectorIndex for AnnIndex {
         self.dim
     }
 
+    /// Bytes in use. usearch's own `memory_usage` also counts the unused rest of its arenas
+    /// (mmap'd in 8 MiB+ steps per tape, ~16 MiB of address space for even a tiny index, but
+    /// only touched pages become resident), so that reserve is subtracted here.
     fn memory_bytes(&self) -> usize {
-        std::mem::size_of::<Self>() + self.read().memory_usage()
+        let native = self.read();
+        let stats = native.memory_stats();
+        std::mem::size_of::<Self>()
+            + native
+                .memory_usage()
+                .saturating_sub(stats.graph_reserved)
+                .saturating_sub(stats.vectors_reserved)
     }
 }
 
