@@ -200,8 +200,11 @@ impl Partitions {
         }
         if let Err(e) = part.with(|idx| idx.try_add(id, vector)) {
             // Only a backend failure gets here (the vector was checked); replacing in place
-            // may have dropped the old vector, so forget the id and any partition left empty.
+            // may have dropped the old vector, so drop the id entirely (index and owner map)
+            // and any partition left empty.
+            part.with(|idx| idx.remove(id));
             owners.of.remove(&id);
+            self.entries.store(owners.of.len(), Ordering::Release);
             if part.with(|idx| idx.is_empty()) {
                 let mut map = self.map.write().unwrap_or_else(|p| p.into_inner());
                 map.remove(partition);
