@@ -7,7 +7,9 @@
 
 pub mod embed;
 pub mod index;
+pub mod metrics;
 pub mod model;
+pub mod rules;
 pub mod semantic;
 pub mod store;
 

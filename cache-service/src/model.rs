@@ -71,7 +71,8 @@ pub struct InvalidateFilter {
 
 impl InvalidateFilter {
     pub fn matches(&self, e: &Entry) -> bool {
-        self.tenant.as_ref().is_none_or(|t| *t == e.tenant) && self.model.as_ref().is_none_or(|m| *m == e.model)
+        self.tenant.as_ref().is_none_or(|t| *t == e.tenant)
+            && self.model.as_ref().is_none_or(|m| *m == e.model)
     }
 }
 
