@@ -1,0 +1,227 @@
+//! Service configuration (CLI flags, environment, optional JSON file) and assembly of the
+//! running service from it: store backend, embedder, engine, HTTP state.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use clap::{Args, Parser, Subcommand};
+use serde::Deserialize;
+
+use crate::api::AppState;
+use crate::embed::{BatchConfig, Batcher, Device, OnnxConfig, OnnxEmbedder};
+use crate::engine::{CacheSettings, Engine, SemanticMode};
+use crate::metrics::Metrics;
+use crate::rules::{RawRules, Rules};
+use crate::store::Store;
+use crate::store::embedded::EmbeddedStore;
+use crate::store::redis_store::RedisStore;
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "tollgate-cache-service",
+    version,
+    about = "Tollgate cache service: response cache for the Envoy filter"
+)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Option<Command>,
+    #[command(flatten)]
+    pub serve: ServeArgs,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run the service (the default).
+    Serve,
+    /// Report precision/recall per similarity threshold on labelled pairs (JSONL: a, b, same)
+    /// and pick the threshold meeting a target precision.
+    Calibrate(crate::semantic::calibrate::CalibrateArgs),
+}
+
+#[derive(Clone, Debug, Args)]
+pub struct ServeArgs {
+    /// Address to listen on.
+    #[arg(long, env = "TOLLGATE_LISTEN", default_value = "127.0.0.1:8090")]
+    pub listen: std::net::SocketAddr,
+    /// Directory of the embedded store (used unless --redis-url is given).
+    #[arg(long, env = "TOLLGATE_DATA_DIR", default_value = ".tollgate/data")]
+    pub data_dir: PathBuf,
+    /// Redis URL (`redis://host:port/db`): entries live in Redis, shared by all replicas.
+    #[arg(long, env = "TOLLGATE_REDIS_URL")]
+    pub redis_url: Option<String>,
+    /// Key prefix in Redis.
+    #[arg(long, env = "TOLLGATE_REDIS_NAMESPACE", default_value = "tollgate")]
+    pub redis_namespace: String,
+    /// JSON configuration file (cache rules and semantic settings).
+    #[arg(long, env = "TOLLGATE_CONFIG")]
+    pub config: Option<PathBuf>,
+    /// Bearer token for the admin API (disabled without one).
+    #[arg(long, env = "TOLLGATE_ADMIN_TOKEN", hide_env_values = true)]
+    pub admin_token: Option<String>,
+    /// Directory with the embedding model (`model.onnx`, `tokenizer.json`).
+    #[arg(long, env = "TOLLGATE_MODEL_DIR")]
+    pub model_dir: Option<PathBuf>,
+    /// ONNX Runtime shared library.
+    #[arg(long, env = "ORT_DYLIB_PATH")]
+    pub ort_dylib: Option<PathBuf>,
+    /// Inference threads.
+    #[arg(long, env = "TOLLGATE_EMBED_THREADS", default_value_t = 2)]
+    pub embed_threads: usize,
+    /// `cpu` or `cuda` (needs the `cuda` build feature and a GPU; fails rather than falling back).
+    #[arg(long, env = "TOLLGATE_DEVICE", default_value = "cpu")]
+    pub device: String,
+}
+
+/// The optional JSON configuration file.
+#[derive(Debug, Default, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct FileConfig {
+    #[serde(default)]
+    pub cache: RawCacheConfig,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct RawSemantic {
+    #[serde(default)]
+    pub mode: SemanticMode,
+    #[serde(default = "default_threshold")]
+    pub threshold: f32,
+    #[serde(default = "yes")]
+    pub guards: bool,
+    #[serde(default = "default_top_k")]
+    pub top_k: usize,
+}
+
+/// Default similarity threshold, calibrated on `cache-service/data/pairs/dev.jsonl` with the
+/// guards on (see `benches/results/semantic.md`).
+pub const DEFAULT_THRESHOLD: f32 = 0.90;
+
+fn default_threshold() -> f32 {
+    DEFAULT_THRESHOLD
+}
+fn yes() -> bool {
+    true
+}
+fn default_top_k() -> usize {
+    5
+}
+
+impl Default for RawSemantic {
+    fn default() -> Self {
+        RawSemantic {
+            mode: SemanticMode::Serve,
+            threshold: DEFAULT_THRESHOLD,
+            guards: true,
+            top_k: 5,
+        }
+    }
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct RawCacheConfig {
+    #[serde(default)]
+    pub semantic: RawSemantic,
+    #[serde(default = "default_max_entries")]
+    pub max_entries: u64,
+    #[serde(flatten)]
+    pub rules: RawRules,
+}
+
+fn default_max_entries() -> u64 {
+    1_000_000
+}
+
+impl Default for RawCacheConfig {
+    fn default() -> Self {
+        RawCacheConfig {
+            semantic: RawSemantic::default(),
+            max_entries: default_max_entries(),
+            rules: RawRules::default(),
+        }
+    }
+}
+
+impl RawCacheConfig {
+    pub fn compile(&self) -> Result<CacheSettings, String> {
+        if !(0.0..=1.0).contains(&self.semantic.threshold) {
+            return Err("cache.semantic.threshold must be between 0 and 1".into());
+        }
+        if self.semantic.top_k == 0 || self.max_entries == 0 {
+            return Err("cache.semantic.topK and cache.maxEntries must be positive".into());
+        }
+        Ok(CacheSettings {
+            semantic: self.semantic.mode,
+            threshold: self.semantic.threshold,
+            guards: self.semantic.guards,
+            top_k: self.semantic.top_k,
+            max_entries: self.max_entries,
+            rules: Rules::compile(&self.rules)?,
+        })
+    }
+}
+
+pub fn load_file_config(path: Option<&PathBuf>) -> Result<FileConfig, String> {
+    match path {
+        None => Ok(FileConfig::default()),
+        Some(p) => {
+            let text = std::fs::read_to_string(p).map_err(|e| format!("{}: {e}", p.display()))?;
+            serde_json::from_str(&text).map_err(|e| format!("{}: {e}", p.display()))
+        }
+    }
+}
+
+/// Opens the store, loads the model and builds the engine and HTTP state.
+pub async fn build(args: &ServeArgs) -> Result<Arc<AppState>, String> {
+    let file = load_file_config(args.config.as_ref())?;
+    let settings = file.cache.compile()?;
+    let metrics = Arc::new(Metrics::new());
+    let store: Arc<dyn Store> = match &args.redis_url {
+        Some(url) => Arc::new(
+            RedisStore::connect(url, &args.redis_namespace)
+                .await
+                .map_err(|e| format!("redis: {e}"))?,
+        ),
+        None => {
+            std::fs::create_dir_all(&args.data_dir)
+                .map_err(|e| format!("{}: {e}", args.data_dir.display()))?;
+            Arc::new(
+                EmbeddedStore::open(args.data_dir.join("cache.redb"))
+                    .await
+                    .map_err(|e| format!("embedded store: {e}"))?,
+            )
+        }
+    };
+    let embedder = if settings.semantic == SemanticMode::Off {
+        None
+    } else {
+        let mut cfg = OnnxConfig::default();
+        if let Some(d) = &args.model_dir {
+            cfg.model_dir = d.clone();
+        }
+        if let Some(d) = &args.ort_dylib {
+            cfg.ort_dylib = d.clone();
+        }
+        cfg.intra_threads = args.embed_threads;
+        cfg.device = match args.device.as_str() {
+            "cpu" => Device::Cpu,
+            "cuda" => Device::Cuda,
+            other => return Err(format!("--device {other}: expected cpu or cuda")),
+        };
+        let model = OnnxEmbedder::load(&cfg)
+            .map_err(|e| format!("{e} (run `make setup`, or start with semantic mode off)"))?;
+        Some(Arc::new(Batcher::new(
+            Arc::new(model),
+            BatchConfig::default(),
+        )))
+    };
+    let engine = Engine::start(settings, store, embedder, metrics.clone())
+        .await
+        .map_err(|e| e.to_string())?;
+    Ok(Arc::new(AppState {
+        engine,
+        metrics,
+        admin_token: args.admin_token.clone().filter(|t| !t.is_empty()),
+    }))
+}

@@ -1,0 +1,686 @@
+//! The service through its HTTP API (`app(state)` driven with `oneshot`, no sockets): admit,
+//! settle, exact and semantic hits, guards, rules, TTL, tenant isolation, invalidation, warming,
+//! shadow mode, eviction, restart, metrics; and two replicas sharing one real Redis.
+//!
+//! The embedder is the trigram [`FakeEmbedder`] (near-identical strings are similar, different
+//! wording is not); the real model's behaviour is covered in `service_onnx.rs` and end to end.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+#[allow(dead_code)]
+#[path = "../../tests/src/redis.rs"]
+mod redis_server;
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::body::Body;
+use axum::http::{Request, StatusCode};
+use serde_json::{Value, json};
+use tollgate_cache_service::embed::{BatchConfig, Batcher, FakeEmbedder};
+use tollgate_cache_service::engine::Engine;
+use tollgate_cache_service::metrics::Metrics;
+use tollgate_cache_service::service::FileConfig;
+use tollgate_cache_service::store::{EmbeddedStore, RedisStore, Store};
+use tollgate_cache_service::{AppState, app};
+use tollgate_wire::admit::{
+    AdmitRequest, AdmitResponse, CacheOutcome, CacheQuery, CachedCompletion, SettleBatch,
+    SettleRecord, StoreRequest,
+};
+use tollgate_wire::{Api, Usage, UsageSource};
+use tower::ServiceExt;
+
+const TOKEN: &str = "s3cret-admin";
+
+struct TempDir(PathBuf);
+
+impl TempDir {
+    fn new(name: &str) -> Self {
+        let dir = std::env::temp_dir().join(format!(
+            "tollgate-service-test-{}-{name}-{}",
+            std::process::id(),
+            std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .unwrap()
+                .as_nanos()
+        ));
+        std::fs::create_dir_all(&dir).unwrap();
+        TempDir(dir)
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+async fn state_on(store: Arc<dyn Store>, config: Value) -> Arc<AppState> {
+    let file: FileConfig = serde_json::from_value(config).unwrap();
+    let settings = file.cache.compile().unwrap();
+    let metrics = Arc::new(Metrics::new());
+    let embedder = Arc::new(Batcher::new(
+        Arc::new(FakeEmbedder::new(256)),
+        BatchConfig::default(),
+    ));
+    let engine = Engine::start(settings, store, Some(embedder), metrics.clone())
+        .await
+        .unwrap();
+    Arc::new(AppState {
+        engine,
+        metrics,
+        admin_token: Some(TOKEN.into()),
+    })
+}
+
+async fn embedded(dir: &TempDir, config: Value) -> Arc<AppState> {
+    let store = EmbeddedStore::open(dir.0.join("cache.redb")).await.unwrap();
+    state_on(Arc::new(store), config).await
+}
+
+async fn call(state: &Arc<AppState>, method: &str, path: &str, body: Value) -> (StatusCode, Value) {
+    call_raw(state, method, path, body.to_string(), Some(TOKEN)).await
+}
+
+async fn call_raw(
+    state: &Arc<AppState>,
+    method: &str,
+    path: &str,
+    body: String,
+    token: Option<&str>,
+) -> (StatusCode, Value) {
+    let mut req = Request::builder()
+        .method(method)
+        .uri(path)
+        .header("content-type", "application/json");
+    if let Some(t) = token {
+        req = req.header("authorization", format!("Bearer {t}"));
+    }
+    let resp = app(state.clone())
+        .oneshot(req.body(Body::from(body)).unwrap())
+        .await
+        .unwrap();
+    let status = resp.status();
+    let bytes = axum::body::to_bytes(resp.into_body(), 1 << 24)
+        .await
+        .unwrap();
+    let v = serde_json::from_slice(&bytes)
+        .unwrap_or_else(|_| Value::String(String::from_utf8_lossy(&bytes).into_owned()));
+    (status, v)
+}
+
+/// A chat request as the filter would describe it.
+struct Ask {
+    tenant: &'static str,
+    model: &'static str,
+    question: String,
+    body_extra: Value,
+    lookup: bool,
+    store: bool,
+    max_tokens: Option<u64>,
+}
+
+fn ask(tenant: &'static str, question: &str) -> Ask {
+    Ask {
+        tenant,
+        model: "gpt-4o-mini",
+        question: question.into(),
+        body_extra: json!({"temperature": 0}),
+        lookup: true,
+        store: true,
+        max_tokens: None,
+    }
+}
+
+static NEXT_ID: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(1);
+
+impl Ask {
+    fn body(&self) -> Value {
+        let mut b = json!({
+            "model": self.model,
+            "messages": [
+                {"role": "system", "content": "You are a helpful support assistant."},
+                {"role": "user", "content": self.question},
+            ],
+        });
+        for (k, v) in self.body_extra.as_object().unwrap() {
+            b[k] = v.clone();
+        }
+        b
+    }
+
+    fn request(&self) -> AdmitRequest {
+        let body = self.body();
+        let keys =
+            tollgate_core::cachekey::keys(Api::OpenAiChat, self.tenant, self.model, &body).unwrap();
+        AdmitRequest {
+            request_id: format!(
+                "req-{}",
+                NEXT_ID.fetch_add(1, std::sync::atomic::Ordering::SeqCst)
+            ),
+            tenant: self.tenant.into(),
+            api: Some(Api::OpenAiChat),
+            model: self.model.into(),
+            stream: false,
+            route: "/v1/chat/completions".into(),
+            cache: Some(CacheQuery {
+                exact_key: keys.exact_key,
+                partition: keys.partition,
+                query: keys.query,
+                temperature: keys.temperature,
+                has_tools: keys.has_tools,
+                lookup: self.lookup,
+                store: self.store,
+                max_tokens: self.max_tokens,
+                ..CacheQuery::default()
+            }),
+        }
+    }
+}
+
+async fn admit(state: &Arc<AppState>, req: &AdmitRequest) -> AdmitResponse {
+    let (status, v) = call(
+        state,
+        "POST",
+        "/v1/admit",
+        serde_json::to_value(req).unwrap(),
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK, "{v}");
+    serde_json::from_value(v).unwrap()
+}
+
+fn record(req: &AdmitRequest, resp: &AdmitResponse, status: u16, answer: &str) -> SettleRecord {
+    let q = req.cache.clone().unwrap();
+    let usage = Usage {
+        input_tokens: 20,
+        output_tokens: 12,
+        ..Usage::default()
+    };
+    SettleRecord {
+        request_id: req.request_id.clone(),
+        tenant: req.tenant.clone(),
+        api: req.api,
+        model: req.model.clone(),
+        stream: false,
+        status,
+        usage,
+        usage_source: UsageSource::Provider,
+        cost_pico: Some(3_000_000),
+        cache: resp.cache.outcome,
+        saved_pico: 0,
+        finished_at_ms: 0,
+        store: resp.cache.store.then(|| StoreRequest {
+            exact_key: q.exact_key,
+            partition: q.partition,
+            query: q.query,
+            completion: CachedCompletion {
+                model: req.model.clone(),
+                text: answer.into(),
+                finish_reason: "stop".into(),
+                usage,
+                ..CachedCompletion::default()
+            },
+            shadow_entry_id: resp.cache.shadow_entry_id.clone(),
+            ttl_seconds: resp.cache.ttl_seconds,
+        }),
+    }
+}
+
+async fn settle(state: &Arc<AppState>, records: Vec<SettleRecord>) -> Value {
+    let (status, v) = call(
+        state,
+        "POST",
+        "/v1/settle",
+        serde_json::to_value(SettleBatch { records }).unwrap(),
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK, "{v}");
+    v
+}
+
+/// Admits (expecting a miss) and settles a provider answer.
+async fn prime(state: &Arc<AppState>, a: &Ask, answer: &str) {
+    let req = a.request();
+    let resp = admit(state, &req).await;
+    assert_eq!(resp.cache.outcome, CacheOutcome::Miss, "{:?}", resp.cache);
+    assert!(resp.cache.store);
+    let v = settle(state, vec![record(&req, &resp, 200, answer)]).await;
+    assert_eq!(v["stored"], 1, "{v}");
+}
+
+async fn outcome(state: &Arc<AppState>, a: &Ask) -> (CacheOutcome, Option<String>) {
+    let resp = admit(state, &a.request()).await;
+    (resp.cache.outcome, resp.cache.entry.map(|e| e.text))
+}
+
+const Q: &str = "How do I reset the password of my router to the factory settings?";
+const A: &str = "Hold the reset button for ten seconds, then log in with the default password.";
+
+#[tokio::test]
+async fn repeat_hits_exactly_and_only_for_the_same_tenant() {
+    let dir = TempDir::new("exact");
+    let s = embedded(&dir, json!({})).await;
+    prime(&s, &ask("acme", Q), A).await;
+    assert_eq!(
+        outcome(&s, &ask("acme", Q)).await,
+        (CacheOutcome::HitExact, Some(A.into()))
+    );
+    // Another tenant asking the very same question never sees acme's answer.
+    assert_eq!(outcome(&s, &ask("globex", Q)).await.0, CacheOutcome::Miss);
+    // A different model is a different partition and key.
+    let mut other = ask("acme", Q);
+    other.model = "gpt-4o";
+    assert_eq!(outcome(&s, &other).await.0, CacheOutcome::Miss);
+    // Sampling parameters that change the answer are part of the key.
+    let mut other = ask("acme", Q);
+    other.body_extra = json!({"temperature": 0, "top_p": 0.5});
+    assert_eq!(outcome(&s, &other).await.0, CacheOutcome::Miss);
+    // The answer is no longer than the client's max_tokens allows.
+    let mut short = ask("acme", Q);
+    short.max_tokens = Some(5);
+    assert_eq!(outcome(&s, &short).await.0, CacheOutcome::Miss);
+}
+
+#[tokio::test]
+async fn near_duplicates_hit_semantically_but_guards_reject_negations_and_numbers() {
+    let dir = TempDir::new("semantic");
+    let s = embedded(&dir, json!({})).await;
+    prime(&s, &ask("acme", Q), A).await;
+    let near = "how do i reset the password of my router to factory settings";
+    assert_eq!(
+        outcome(&s, &ask("acme", near)).await,
+        (CacheOutcome::HitSemantic, Some(A.into()))
+    );
+    assert_eq!(
+        outcome(&s, &ask("globex", near)).await.0,
+        CacheOutcome::Miss
+    );
+    let negated = "How do I not reset the password of my router to the factory settings?";
+    assert_eq!(
+        outcome(&s, &ask("acme", negated)).await.0,
+        CacheOutcome::Miss
+    );
+
+    prime(
+        &s,
+        &ask(
+            "acme",
+            "Is a 20 amp breaker enough for a 3000 watt heater on 240 volts?",
+        ),
+        "Yes: 3000 W at 240 V draws 12.5 A.",
+    )
+    .await;
+    let changed = "Is a 20 amp breaker enough for a 5000 watt heater on 240 volts?";
+    assert_eq!(
+        outcome(&s, &ask("acme", changed)).await.0,
+        CacheOutcome::Miss
+    );
+    let (_, metrics) = call(&s, "GET", "/metrics", json!({})).await;
+    let metrics = metrics.as_str().unwrap().to_string();
+    assert!(
+        metrics.contains("tollgate_cache_guard_rejections_total{reason=\"negation\"} 1"),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains("tollgate_cache_guard_rejections_total{reason=\"number\"}"),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains("tollgate_cache_admits_total{outcome=\"hit-semantic\"} 1"),
+        "{metrics}"
+    );
+}
+
+#[tokio::test]
+async fn rules_bypass_and_errors_are_never_stored() {
+    let dir = TempDir::new("rules");
+    let s = embedded(
+        &dir,
+        json!({"cache": {"maxTemperature": 0.5, "rules": [
+            {"name": "no-legal", "routes": ["/v1/chat/completions"], "queryPattern": "(?i)\\blawsuit\\b", "cacheable": false}
+        ]}}),
+    )
+    .await;
+    let mut hot = ask("acme", Q);
+    hot.body_extra = json!({"temperature": 0.9});
+    let resp = admit(&s, &hot.request()).await;
+    assert_eq!(resp.cache.outcome, CacheOutcome::Bypass);
+    assert!(!resp.cache.store);
+    assert!(resp.cache.reason.unwrap().contains("temperature"));
+
+    let resp = admit(
+        &s,
+        &ask("acme", "Can I file a lawsuit against my landlord?").request(),
+    )
+    .await;
+    assert_eq!(resp.cache.outcome, CacheOutcome::Bypass);
+    assert_eq!(resp.cache.reason.as_deref(), Some("rule:no-legal"));
+
+    let resp = admit(
+        &s,
+        &ask("acme", "What is the weather today in Paris?").request(),
+    )
+    .await;
+    assert_eq!(resp.cache.outcome, CacheOutcome::Bypass);
+
+    // A provider error is not stored, so the next request misses again.
+    let a = ask("acme", "What are the opening hours of the support line?");
+    let req = a.request();
+    let resp = admit(&s, &req).await;
+    let v = settle(&s, vec![record(&req, &resp, 500, "internal error")]).await;
+    assert_eq!(v["stored"], 0);
+    assert_eq!(outcome(&s, &a).await.0, CacheOutcome::Miss);
+
+    // cache-control: no-store -> not stored; no-cache -> stored but not looked up.
+    let mut no_store = ask("acme", "Which ports does the firewall block by default?");
+    no_store.store = false;
+    let req = no_store.request();
+    let resp = admit(&s, &req).await;
+    assert!(!resp.cache.store);
+    settle(&s, vec![record(&req, &resp, 200, "Inbound 1-1023.")]).await;
+    assert_eq!(
+        outcome(
+            &s,
+            &ask("acme", "Which ports does the firewall block by default?")
+        )
+        .await
+        .0,
+        CacheOutcome::Miss
+    );
+    prime(&s, &ask("acme", Q), A).await;
+    let mut no_cache = ask("acme", Q);
+    no_cache.lookup = false;
+    assert_eq!(outcome(&s, &no_cache).await.0, CacheOutcome::Miss);
+}
+
+#[tokio::test]
+async fn entries_expire_after_their_rule_ttl() {
+    let dir = TempDir::new("ttl");
+    let s = embedded(
+        &dir,
+        json!({"cache": {"rules": [{"name": "short", "models": ["gpt-4o-mini"], "ttlSeconds": 1}]}}),
+    )
+    .await;
+    let req = ask("acme", Q).request();
+    let resp = admit(&s, &req).await;
+    assert_eq!(resp.cache.ttl_seconds, Some(1));
+    settle(&s, vec![record(&req, &resp, 200, A)]).await;
+    assert_eq!(outcome(&s, &ask("acme", Q)).await.0, CacheOutcome::HitExact);
+    tokio::time::sleep(Duration::from_millis(2100)).await;
+    assert_eq!(outcome(&s, &ask("acme", Q)).await.0, CacheOutcome::Miss);
+    let near = "how do i reset the password of my router to factory settings";
+    assert_eq!(outcome(&s, &ask("acme", near)).await.0, CacheOutcome::Miss);
+}
+
+#[tokio::test]
+async fn invalidation_by_tenant_model_or_everything_needs_the_admin_token() {
+    let dir = TempDir::new("invalidate");
+    let s = embedded(&dir, json!({})).await;
+    prime(&s, &ask("acme", Q), A).await;
+    prime(&s, &ask("globex", Q), A).await;
+    let mut big = ask("acme", Q);
+    big.model = "gpt-4o";
+    prime(&s, &big, A).await;
+
+    let (st, v) = call_raw(&s, "POST", "/v1/cache/invalidate", "{}".into(), None).await;
+    assert_eq!(st, StatusCode::UNAUTHORIZED, "{v}");
+    let (st, _) = call_raw(
+        &s,
+        "POST",
+        "/v1/cache/invalidate",
+        "{}".into(),
+        Some("nope"),
+    )
+    .await;
+    assert_eq!(st, StatusCode::UNAUTHORIZED);
+
+    let (st, v) = call(
+        &s,
+        "POST",
+        "/v1/cache/invalidate",
+        json!({"tenant": "acme", "model": "gpt-4o"}),
+    )
+    .await;
+    assert_eq!(st, StatusCode::OK);
+    assert_eq!(v["invalidated"], 1);
+    assert_eq!(outcome(&s, &big).await.0, CacheOutcome::Miss);
+    assert_eq!(outcome(&s, &ask("acme", Q)).await.0, CacheOutcome::HitExact);
+
+    let (_, v) = call(
+        &s,
+        "POST",
+        "/v1/cache/invalidate",
+        json!({"tenant": "acme"}),
+    )
+    .await;
+    assert_eq!(v["invalidated"], 1);
+    assert_eq!(outcome(&s, &ask("acme", Q)).await.0, CacheOutcome::Miss);
+    assert_eq!(
+        outcome(&s, &ask("globex", Q)).await.0,
+        CacheOutcome::HitExact
+    );
+
+    let (_, v) = call(&s, "POST", "/v1/cache/invalidate", json!({})).await;
+    assert_eq!(v["invalidated"], 1);
+    assert_eq!(outcome(&s, &ask("globex", Q)).await.0, CacheOutcome::Miss);
+    let (_, v) = call(&s, "GET", "/v1/cache/stats", json!({})).await;
+    assert_eq!(v["entries"], 0);
+}
+
+#[tokio::test]
+async fn admin_routes_are_disabled_without_a_token() {
+    let dir = TempDir::new("noadmin");
+    let s = embedded(&dir, json!({})).await;
+    let s = Arc::new(AppState {
+        engine: s.engine.clone(),
+        metrics: s.metrics.clone(),
+        admin_token: None,
+    });
+    let (st, v) = call(&s, "POST", "/v1/cache/invalidate", json!({})).await;
+    assert_eq!(st, StatusCode::FORBIDDEN);
+    assert!(
+        v["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("--admin-token")
+    );
+}
+
+#[tokio::test]
+async fn warming_from_jsonl_answers_the_filters_keys() {
+    let dir = TempDir::new("warm");
+    let s = embedded(&dir, json!({})).await;
+    let jsonl = [
+        json!({"tenant": "acme", "model": "gpt-4o-mini", "system": "You are a helpful support assistant.",
+               "question": Q, "answer": A, "params": {"temperature": 0}}),
+        json!({"tenant": "acme", "model": "gpt-4o-mini", "question": "What is Tollgate?", "answer": "A cost-control filter."}),
+    ]
+    .iter()
+    .map(Value::to_string)
+    .collect::<Vec<_>>()
+    .join("\n");
+    let (st, v) = call_raw(&s, "POST", "/v1/cache/warm", jsonl, Some(TOKEN)).await;
+    assert_eq!(st, StatusCode::OK, "{v}");
+    assert_eq!(v["warmed"], 2);
+    assert_eq!(
+        outcome(&s, &ask("acme", Q)).await,
+        (CacheOutcome::HitExact, Some(A.into()))
+    );
+    // Bad lines are reported by number; good lines still load.
+    let bad = format!(
+        "{}\nnot json\n{}",
+        json!({"tenant": "acme", "model": "m", "question": "q", "answer": "a"}),
+        json!({"tenant": "acme", "model": "m", "question": "", "answer": "a"})
+    );
+    let (st, v) = call_raw(&s, "POST", "/v1/cache/warm", bad, Some(TOKEN)).await;
+    assert_eq!(st, StatusCode::BAD_REQUEST);
+    assert_eq!(v["warmed"], 1);
+    assert_eq!(v["errors"][0]["line"], 2);
+    assert_eq!(v["errors"][1]["line"], 3);
+}
+
+#[tokio::test]
+async fn shadow_mode_never_serves_semantic_hits_but_records_both_answers() {
+    let dir = TempDir::new("shadow");
+    let s = embedded(&dir, json!({"cache": {"semantic": {"mode": "shadow"}}})).await;
+    prime(&s, &ask("acme", Q), A).await;
+    // Exact hits are still served.
+    assert_eq!(outcome(&s, &ask("acme", Q)).await.0, CacheOutcome::HitExact);
+    let near = ask(
+        "acme",
+        "how do i reset the password of my router to factory settings",
+    );
+    let req = near.request();
+    let resp = admit(&s, &req).await;
+    assert_eq!(resp.cache.outcome, CacheOutcome::Miss);
+    assert!(resp.cache.entry.is_none());
+    assert!(resp.cache.shadow_entry_id.is_some());
+    let actual = "Press the reset button for 10 seconds; the default password is on the label.";
+    settle(&s, vec![record(&req, &resp, 200, actual)]).await;
+    let (st, v) = call(&s, "GET", "/v1/cache/shadow", json!({})).await;
+    assert_eq!(st, StatusCode::OK);
+    let recs = v["records"].as_array().unwrap();
+    assert_eq!(recs.len(), 1, "{v}");
+    assert_eq!(recs[0]["cached_answer"], A);
+    assert_eq!(recs[0]["actual_answer"], actual);
+    assert_eq!(recs[0]["cached_query"], Q);
+    assert!(recs[0]["similarity"].as_f64().unwrap() >= 0.9);
+}
+
+#[tokio::test]
+async fn size_limit_evicts_the_oldest_entries() {
+    let dir = TempDir::new("evict");
+    let s = embedded(&dir, json!({"cache": {"maxEntries": 5}})).await;
+    for i in 0..8 {
+        prime(
+            &s,
+            &ask("acme", &format!("Question number {i} about widgets")),
+            "x",
+        )
+        .await;
+        tokio::time::sleep(Duration::from_millis(1100)).await;
+        if i == 0 {
+            // `created_at` has one-second resolution: keep the order unambiguous for the first.
+        }
+    }
+    let (_, v) = call(&s, "GET", "/v1/cache/stats", json!({})).await;
+    assert!(v["entries"].as_u64().unwrap() <= 5, "{v}");
+    assert_eq!(
+        outcome(&s, &ask("acme", "Question number 0 about widgets"))
+            .await
+            .0,
+        CacheOutcome::Miss
+    );
+    assert_eq!(
+        outcome(&s, &ask("acme", "Question number 7 about widgets"))
+            .await
+            .0,
+        CacheOutcome::HitExact
+    );
+}
+
+#[tokio::test]
+async fn entries_survive_a_restart_and_the_index_is_rebuilt() {
+    let dir = TempDir::new("restart");
+    {
+        let s = embedded(&dir, json!({})).await;
+        prime(&s, &ask("acme", Q), A).await;
+    }
+    // Let the first engine's background task drop its handle on the file.
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let s = embedded(&dir, json!({})).await;
+    assert_eq!(outcome(&s, &ask("acme", Q)).await.0, CacheOutcome::HitExact);
+    let near = "how do i reset the password of my router to factory settings";
+    assert_eq!(
+        outcome(&s, &ask("acme", near)).await.0,
+        CacheOutcome::HitSemantic
+    );
+}
+
+#[tokio::test]
+async fn malformed_admits_are_rejected_with_a_json_error() {
+    let dir = TempDir::new("bad");
+    let s = embedded(&dir, json!({})).await;
+    let (st, _) = call_raw(&s, "POST", "/v1/admit", "{not json".into(), None).await;
+    assert!(st.is_client_error());
+    let (st, v) = call_raw(&s, "GET", "/readyz", String::new(), None).await;
+    assert_eq!(st, StatusCode::OK, "{v}");
+}
+
+#[tokio::test]
+async fn config_file_errors_are_clear() {
+    let bad: Result<FileConfig, _> =
+        serde_json::from_value(json!({"cache": {"semantic": {"treshold": 0.9}}}));
+    assert!(bad.unwrap_err().to_string().contains("treshold"));
+    let file: FileConfig =
+        serde_json::from_value(json!({"cache": {"semantic": {"threshold": 1.5}}})).unwrap();
+    assert!(file.cache.compile().unwrap_err().contains("threshold"));
+}
+
+fn redis() -> redis_server::RedisServer {
+    redis_server::RedisServer::start().expect("cannot start redis-server (run `make setup`)")
+}
+
+#[tokio::test]
+async fn two_replicas_on_one_redis_share_entries() {
+    let server = redis();
+    let a = state_on(
+        Arc::new(RedisStore::connect(&server.url(), "svc").await.unwrap()),
+        json!({}),
+    )
+    .await;
+    let b = state_on(
+        Arc::new(RedisStore::connect(&server.url(), "svc").await.unwrap()),
+        json!({}),
+    )
+    .await;
+    prime(&a, &ask("acme", Q), A).await;
+    // Exact lookups read the store directly.
+    assert_eq!(outcome(&b, &ask("acme", Q)).await.0, CacheOutcome::HitExact);
+    // Semantic lookups need replica b's index to have seen a's write through the event stream.
+    let near = "how do i reset the password of my router to factory settings";
+    let mut got = CacheOutcome::Miss;
+    for _ in 0..50 {
+        got = outcome(&b, &ask("acme", near)).await.0;
+        if got == CacheOutcome::HitSemantic {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(got, CacheOutcome::HitSemantic);
+    assert_eq!(
+        outcome(&b, &ask("globex", near)).await.0,
+        CacheOutcome::Miss
+    );
+    // Invalidation on b removes the entry for a too.
+    let (_, v) = call(
+        &b,
+        "POST",
+        "/v1/cache/invalidate",
+        json!({"tenant": "acme"}),
+    )
+    .await;
+    assert_eq!(v["invalidated"], 1);
+    assert_eq!(outcome(&a, &ask("acme", Q)).await.0, CacheOutcome::Miss);
+    let mut gone = false;
+    for _ in 0..50 {
+        if outcome(&a, &ask("acme", near)).await.0 == CacheOutcome::Miss {
+            gone = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(gone);
+    // A new replica started later rebuilds from Redis.
+    prime(&a, &ask("acme", Q), A).await;
+    let c = state_on(
+        Arc::new(RedisStore::connect(&server.url(), "svc").await.unwrap()),
+        json!({}),
+    )
+    .await;
+    assert_eq!(
+        outcome(&c, &ask("acme", near)).await.0,
+        CacheOutcome::HitSemantic
+    );
+}
