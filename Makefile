@@ -17,7 +17,7 @@ wasm: setup
 	$(CARGO) build --release --target wasm32-wasip1 -p tollgate-filter
 
 build: wasm
-	$(CARGO) build --release -p tollgate-tests --bin sim-provider -p tollgate-cache-service
+	$(CARGO) build --release -p tollgate-tests --bin sim-provider -p tollgate-cache-service --bin tollgate-cache-service
 
 test: wasm
 	$(CARGO) test --workspace

@@ -5,6 +5,7 @@ an application would: only the base URL points at Envoy. Tenants come from a hea
 Usage: demo_traffic.py [BASE_URL]   (default http://127.0.0.1:10000)
 """
 import sys
+import time
 import warnings
 
 import anthropic
@@ -34,7 +35,8 @@ def record(tenant, api, headers, note=""):
     rows.append((tenant or "(api key)", api, headers.get("x-tollgate-model", "-"),
                  headers.get("x-tollgate-prompt-tokens", "-"),
                  headers.get("x-tollgate-completion-tokens", "(stream)"),
-                 headers.get("x-tollgate-cost-usd", "(in stats)"), note))
+                 headers.get("x-tollgate-cost-usd", "(in stats)"),
+                 headers.get("x-tollgate-cache", "-"), note))
 
 
 def chat(tenant, model, content, note="", **kw):
@@ -45,13 +47,35 @@ def chat(tenant, model, content, note="", **kw):
     record(tenant, "chat", raw.headers, note)
 
 
-def chat_stream(tenant, model, content, include_usage):
+def chat_stream(tenant, model, content, include_usage, note=None, **kw):
     raw = oai(tenant).chat.completions.with_raw_response.create(
         model=model, messages=[{"role": "user", "content": content}], stream=True,
-        stream_options={"include_usage": True} if include_usage else None)
+        stream_options={"include_usage": True} if include_usage else None, **kw)
     text = "".join((c.choices[0].delta.content or "") for c in raw.parse() if c.choices)
     assert text, "empty stream"
-    record(tenant, "chat stream", raw.headers, "usage in stream" if include_usage else "filter counts the stream")
+    if note is None:
+        note = "usage in stream" if include_usage else "filter counts the stream"
+    record(tenant, "chat stream", raw.headers, note)
+
+
+def cold_cache():
+    """Empties the cache through the service's admin API, so every run starts cold (entries
+    otherwise survive restarts of the stack)."""
+    import json
+    import os
+    import urllib.request
+    port = os.environ.get("TOLLGATE_CACHE_PORT", "8090")
+    token = os.environ.get("TOLLGATE_ADMIN_TOKEN", "demo-admin-token")
+    req = urllib.request.Request(f"http://127.0.0.1:{port}/v1/cache/invalidate", data=b"{}", method="POST",
+                                 headers={"authorization": f"Bearer {token}", "content-type": "application/json"})
+    with urllib.request.urlopen(req, timeout=5) as r:
+        n = json.load(r)["invalidated"]
+    print(f"cache: {n} entries from earlier runs invalidated")
+
+
+def settle():
+    """Stored answers reach the cache service in batches (every 200 ms): let one go out."""
+    time.sleep(0.6)
 
 
 def messages(tenant, model, content, stream=False):
@@ -71,6 +95,7 @@ def messages(tenant, model, content, stream=False):
 
 
 def main():
+    cold_cache()
     for q in ["What is the capital of Portugal?", "Translate 'good morning' to German.",
               "Give me a synonym for 'fast'.", "What is 17 * 23?"]:
         chat("search-team", "gpt-4o-mini", q)
@@ -95,6 +120,22 @@ def main():
     for i in range(3):
         chat("batch-jobs", "gpt-4o-mini", f"Extract the year from: 'founded in {1990 + i}'.", "tenant default max_tokens 256")
 
+    # The response cache (answered inside Envoy, cost 0): repeats hit exactly, paraphrases hit
+    # semantically (local ONNX embeddings), near-misses (a negation, another number) go upstream.
+    faq = "How do I reverse a list in Python?"
+    chat("support-faq", "gpt-4o-mini", faq, "first ask: stored", temperature=0)
+    chat("support-faq", "gpt-4o-mini", "How many grams of protein are in 100 grams of chicken breast?", "first ask: stored", temperature=0)
+    chat_stream("support-faq", "gpt-4o-mini", "What is the difference between TCP and UDP?", True,
+                "streamed answer stored", temperature=0)
+    settle()
+    chat("support-faq", "gpt-4o-mini", faq, "same question", temperature=0)
+    chat("support-faq", "gpt-4o-mini", "How can I reverse a Python list?", "paraphrase", temperature=0)
+    chat("support-faq", "gpt-4o-mini", "How do I not reverse a list in Python?", "negation: guarded", temperature=0)
+    chat("support-faq", "gpt-4o-mini", "How many grams of protein are in 200 grams of chicken breast?", "other number: guarded", temperature=0)
+    chat_stream("support-faq", "gpt-4o-mini", "Explain the difference between TCP and UDP.", True,
+                "paraphrase, replayed as SSE", temperature=0)
+    chat("search-team", "gpt-4o-mini", faq, "another tenant: isolated", temperature=0)
+
     # No tenant header: the tenant is a hash of the API key (the key itself is never stored).
     raw = oai(None, key="sk-team-without-header").chat.completions.with_raw_response.create(
         model="gpt-4o-mini", messages=[{"role": "user", "content": "ping"}])
@@ -105,10 +146,10 @@ def main():
     try:
         oai("search-team").chat.completions.create(model="gpt-4o", messages="not a list")
     except openai.BadRequestError as e:
-        rows.append(("search-team", "chat", "gpt-4o", "-", "-", "-", f"rejected 400: {e.body['code']}"))
+        rows.append(("search-team", "chat", "gpt-4o", "-", "-", "-", "-", f"rejected 400: {e.body['code']}"))
 
-    widths = [14, 16, 18, 7, 10, 12, 0]
-    head = ("tenant", "api", "model", "prompt", "completion", "cost USD", "note")
+    widths = [14, 16, 18, 7, 10, 12, 13, 0]
+    head = ("tenant", "api", "model", "prompt", "completion", "cost USD", "cache", "note")
     print("  ".join(h.ljust(w) for h, w in zip(head, widths)))
     for r in rows:
         print("  ".join(str(c).ljust(w) for c, w in zip(r, widths)))

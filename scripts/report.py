@@ -17,6 +17,8 @@ def main():
     cells = collections.defaultdict(lambda: collections.Counter())
     rejected = collections.Counter()
     unpriced = collections.Counter()
+    cache = collections.defaultdict(collections.Counter)  # tenant -> outcome -> requests
+    saved = collections.Counter()  # tenant -> micro-USD
     for line in text.splitlines():
         m = LINE.match(line)
         if not m:
@@ -26,6 +28,10 @@ def main():
             rejected[labels.get("reason", "?")] += value
         elif name == "tollgate_unpriced_requests_total":
             unpriced[labels.get("model", "?")] += value
+        elif name == "tollgate_cache_requests_total":
+            cache[labels.get("tenant", "?")][labels.get("cache", "?")] += value
+        elif name == "tollgate_saved_micro_usd_total":
+            saved[labels.get("tenant", "?")] += value
         elif "tenant" in labels and "model" in labels:
             cells[(labels["tenant"], labels["model"])][name] += value
 
@@ -48,6 +54,16 @@ def main():
     print("\nspend by tenant:")
     for tenant, micro in by_tenant.most_common():
         print(f"  {tenant:<26}${micro / 1e6:.6f}")
+    if cache:
+        outcomes = ["hit-exact", "hit-semantic", "miss", "bypass", "error"]
+        print(f"\nresponse cache:\n  {'tenant':<26}" + "".join(f"{o:>14}" for o in outcomes) + f"{'saved USD':>12}")
+        for tenant in sorted(cache):
+            print(f"  {tenant:<26}" + "".join(f"{cache[tenant][o]:>14}" for o in outcomes)
+                  + f"{saved[tenant] / 1e6:>12.6f}")
+        hits = sum(c["hit-exact"] + c["hit-semantic"] for c in cache.values())
+        spent = total["tollgate_cost_micro_usd_total"]
+        print(f"  {hits} requests answered by the cache saved ${sum(saved.values()) / 1e6:.6f}"
+              f" (spend without the cache: ${(spent + sum(saved.values())) / 1e6:.6f})")
     if rejected:
         print("\nrejected by the filter: " + ", ".join(f"{k}={v}" for k, v in sorted(rejected.items())))
     if unpriced:

@@ -1,10 +1,11 @@
 #!/usr/bin/env bash
-# The demo stack: the simulated provider (OpenAI + Anthropic wire formats) and Envoy with the
-# Tollgate filter on 127.0.0.1:10000 (admin on 127.0.0.1:9901).
+# The demo stack: the simulated provider (OpenAI + Anthropic wire formats), the Tollgate cache
+# service (127.0.0.1:8090, embedded store in .tollgate/cache, real ONNX embeddings) and Envoy with
+# the Tollgate filter on 127.0.0.1:10000 (admin on 127.0.0.1:9901).
 #   scripts/stack.sh up     start in the background, return when ready
 #   scripts/stack.sh down   stop
 #   scripts/stack.sh status
-# Expects `make build` to have run (filter .wasm and sim-provider binary).
+# Expects `make build` to have run (filter .wasm, sim-provider and cache-service binaries).
 set -euo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 RUN="$ROOT/.tollgate"
@@ -16,6 +17,8 @@ SIM_LATENCY_MS="${TOLLGATE_SIM_LATENCY_MS:-250}"
 CONFIG="${TOLLGATE_CONFIG:-$ROOT/envoy/demo-config.json}"
 WASM="$ROOT/target/wasm32-wasip1/release/tollgate_filter.wasm"
 SIM="$ROOT/target/release/sim-provider"
+CACHE_SERVICE="$ROOT/target/release/tollgate-cache-service"
+ADMIN_TOKEN="${TOLLGATE_ADMIN_TOKEN:-demo-admin-token}"
 ENVOY="$ROOT/.venv/bin/envoy"
 
 say() { printf '\033[1m[stack]\033[0m %s\n' "$*"; }
@@ -23,7 +26,7 @@ say() { printf '\033[1m[stack]\033[0m %s\n' "$*"; }
 running() { [ -f "$RUN/$1.pid" ] && kill -0 "$(cat "$RUN/$1.pid")" 2>/dev/null; }
 
 stop() {
-  for name in envoy sim; do
+  for name in envoy cache sim; do
     if running "$name"; then
       kill "$(cat "$RUN/$name.pid")" 2>/dev/null || true
       for _ in $(seq 50); do running "$name" || break; sleep 0.1; done
@@ -42,14 +45,14 @@ wait_http() { # url tries
 }
 
 up() {
-  for f in "$WASM" "$SIM" "$ENVOY"; do
+  for f in "$WASM" "$SIM" "$CACHE_SERVICE" "$ENVOY"; do
     [ -e "$f" ] || { echo "missing $f — run 'make build' first" >&2; exit 1; }
   done
   mkdir -p "$RUN"
   stop
-  for port in "$LISTEN_PORT" "$ADMIN_PORT" "$SIM_PORT"; do
+  for port in "$LISTEN_PORT" "$ADMIN_PORT" "$SIM_PORT" "$CACHE_PORT"; do
     if (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null; then
-      echo "port $port on 127.0.0.1 is already in use (set TOLLGATE_PORT / TOLLGATE_ADMIN_PORT / TOLLGATE_SIM_PORT)" >&2
+      echo "port $port on 127.0.0.1 is already in use (set TOLLGATE_PORT / TOLLGATE_ADMIN_PORT / TOLLGATE_SIM_PORT / TOLLGATE_CACHE_PORT)" >&2
       exit 1
     fi
   done
@@ -58,6 +61,12 @@ up() {
     >"$RUN/sim.log" 2>&1 &
   echo $! >"$RUN/sim.pid"
   wait_http "http://127.0.0.1:$SIM_PORT/healthz" 100 || { cat "$RUN/sim.log" >&2; exit 1; }
+
+  say "cache service on 127.0.0.1:$CACHE_PORT (store $RUN/cache; admin token in \$TOLLGATE_ADMIN_TOKEN, default $ADMIN_TOKEN)"
+  TOLLGATE_ADMIN_TOKEN="$ADMIN_TOKEN" nohup "$CACHE_SERVICE" --listen "127.0.0.1:$CACHE_PORT" \
+    --data-dir "$RUN/cache" >"$RUN/cache.log" 2>&1 &
+  echo $! >"$RUN/cache.pid"
+  wait_http "http://127.0.0.1:$CACHE_PORT/readyz" 600 || { tail -30 "$RUN/cache.log" >&2; stop; exit 1; }
 
   python3 "$ROOT/scripts/render_envoy.py" "$RUN/envoy.yaml" \
     LISTEN_PORT="$LISTEN_PORT" ADMIN_PORT="$ADMIN_PORT" WASM="$WASM" \
@@ -75,14 +84,14 @@ up() {
     stop
     exit 1
   fi
-  say "ready. Logs: $RUN/{envoy,sim,access}.log"
+  say "ready. Logs: $RUN/{envoy,cache,sim,access}.log"
 }
 
 case "${1:-}" in
   up) up ;;
   down) stop; say "stopped" ;;
   status)
-    for name in sim envoy; do
+    for name in sim cache envoy; do
       if running "$name"; then echo "$name: running (pid $(cat "$RUN/$name.pid"))"; else echo "$name: stopped"; fi
     done ;;
   *) echo "usage: $0 up|down|status" >&2; exit 2 ;;

@@ -2,8 +2,10 @@
 //! settle, exact and semantic hits, guards, rules, TTL, tenant isolation, invalidation, warming,
 //! shadow mode, eviction, restart, metrics; and two replicas sharing one real Redis.
 //!
-//! The embedder is the trigram [`FakeEmbedder`] (near-identical strings are similar, different
-//! wording is not); the real model's behaviour is covered in `service_onnx.rs` and end to end.
+//! Most tests use the trigram [`FakeEmbedder`] (near-identical strings are similar, different
+//! wording is not); `real_model_*` assembles the service exactly as `main` does
+//! ([`service::build`]: the real all-MiniLM-L6-v2 model, the default threshold) and checks
+//! paraphrases and guarded near-misses through `app()`.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 #[allow(dead_code)]
@@ -20,7 +22,7 @@ use serde_json::{Value, json};
 use tollgate_cache_service::embed::{BatchConfig, Batcher, FakeEmbedder};
 use tollgate_cache_service::engine::Engine;
 use tollgate_cache_service::metrics::Metrics;
-use tollgate_cache_service::service::FileConfig;
+use tollgate_cache_service::service::{self, FileConfig, ServeArgs};
 use tollgate_cache_service::store::{EmbeddedStore, RedisStore, Store};
 use tollgate_cache_service::{AppState, app};
 use tollgate_wire::admit::{
@@ -55,7 +57,25 @@ impl Drop for TempDir {
     }
 }
 
-async fn state_on(store: Arc<dyn Store>, config: Value) -> Arc<AppState> {
+/// Thresholds calibrated for the real model mean nothing for the trigram fake: these tests use
+/// 0.9 unless they set one (the near-duplicates below score 0.90-0.95 with it).
+const FAKE_THRESHOLD: f64 = 0.9;
+
+async fn state_on(store: Arc<dyn Store>, mut config: Value) -> Arc<AppState> {
+    let semantic = config
+        .as_object_mut()
+        .unwrap()
+        .entry("cache")
+        .or_insert_with(|| json!({}))
+        .as_object_mut()
+        .unwrap()
+        .entry("semantic")
+        .or_insert_with(|| json!({}));
+    semantic
+        .as_object_mut()
+        .unwrap()
+        .entry("threshold")
+        .or_insert(json!(FAKE_THRESHOLD));
     let file: FileConfig = serde_json::from_value(config).unwrap();
     let settings = file.cache.compile().unwrap();
     let metrics = Arc::new(Metrics::new());
@@ -683,4 +703,85 @@ async fn two_replicas_on_one_redis_share_entries() {
         outcome(&c, &ask("acme", near)).await.0,
         CacheOutcome::HitSemantic
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn real_model_serves_paraphrases_and_guards_near_misses_at_the_default_threshold() {
+    let dir = TempDir::new("onnx");
+    let args = ServeArgs {
+        listen: "127.0.0.1:0".parse().unwrap(),
+        data_dir: dir.0.clone(),
+        redis_url: None,
+        redis_namespace: "tollgate".into(),
+        config: None,
+        admin_token: Some(TOKEN.into()),
+        model_dir: None,
+        ort_dylib: None,
+        embed_threads: 2,
+        device: "cpu".into(),
+    };
+    let s = service::build(&args)
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    let (st, _) = call_raw(&s, "GET", "/readyz", String::new(), None).await;
+    assert_eq!(st, StatusCode::OK);
+    prime(
+        &s,
+        &ask("acme", "How do I reverse a list in Python?"),
+        "Use reversed() or .reverse().",
+    )
+    .await;
+    prime(
+        &s,
+        &ask("acme", "Convert 5 miles to kilometers."),
+        "8.05 km",
+    )
+    .await;
+    // Cosine with all-MiniLM-L6-v2 in brackets.
+    for (q, want) in [
+        (
+            "How can I reverse a Python list?",
+            CacheOutcome::HitSemantic,
+        ), // 0.98
+        ("How do I not reverse a list in Python?", CacheOutcome::Miss), // 0.95, negation
+        ("How do I sort a list in Python?", CacheOutcome::Miss),        // 0.57
+        ("Convert 8 miles to kilometers.", CacheOutcome::Miss),         // 0.91
+    ] {
+        assert_eq!(outcome(&s, &ask("acme", q)).await.0, want, "{q}");
+        assert_eq!(
+            outcome(&s, &ask("globex", q)).await.0,
+            CacheOutcome::Miss,
+            "{q}"
+        );
+    }
+    prime(
+        &s,
+        &ask(
+            "acme",
+            "How many grams of protein are in 100 grams of chicken breast?",
+        ),
+        "About 31 g.",
+    )
+    .await;
+    // 0.97, another quantity.
+    let q = "How many grams of protein are in 200 grams of chicken breast?";
+    assert_eq!(outcome(&s, &ask("acme", q)).await.0, CacheOutcome::Miss);
+    let (_, m) = call(&s, "GET", "/metrics", json!({})).await;
+    let m = m.as_str().unwrap();
+    assert!(
+        m.contains("tollgate_cache_guard_rejections_total{reason=\"number\"} 1"),
+        "{m}"
+    );
+    assert!(
+        m.contains("tollgate_cache_guard_rejections_total{reason=\"negation\"} 1"),
+        "{m}"
+    );
+}
+
+#[test]
+fn the_default_threshold_is_the_documented_one() {
+    assert_eq!(service::DEFAULT_THRESHOLD, 0.95);
+    let readme =
+        std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../README.md")).unwrap();
+    assert!(readme.contains("\"threshold\": 0.95"));
 }

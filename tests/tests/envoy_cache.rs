@@ -157,12 +157,24 @@ async fn repeats_and_paraphrases_are_answered_by_the_proxy_near_misses_are_not()
     assert_eq!(other.cache(), "miss");
     assert_eq!(provider_calls(&sim), 3);
 
-    // A changed number (cosine 0.91): guarded.
-    let miles = ask_on(&envoy, "team-a", "Convert 5 miles to kilometers.", false).await;
+    // A changed number (cosine 0.97): guarded.
+    let miles = ask_on(
+        &envoy,
+        "team-a",
+        "How many grams of protein are in 100 grams of chicken breast?",
+        false,
+    )
+    .await;
     assert_eq!(miles.cache(), "miss");
     wait_entries(&cache, 4).await;
-    let miles8 = ask_on(&envoy, "team-a", "Convert 8 miles to kilometers.", false).await;
-    assert_eq!(miles8.cache(), "miss");
+    let miles2 = ask_on(
+        &envoy,
+        "team-a",
+        "How many grams of protein are in 200 grams of chicken breast?",
+        false,
+    )
+    .await;
+    assert_eq!(miles2.cache(), "miss");
     assert_eq!(provider_calls(&sim), 5);
     let m = cache.metrics();
     assert!(
