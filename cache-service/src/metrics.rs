@@ -26,6 +26,44 @@ struct Inner {
     gauges: BTreeMap<(&'static str, Labels), i64>,
     histograms: BTreeMap<(&'static str, Labels), Histogram>,
     help: BTreeMap<&'static str, (&'static str, &'static str)>,
+    /// Label sets seen per metric name (cardinality bound).
+    series: BTreeMap<&'static str, usize>,
+}
+
+/// Distinct label sets kept per metric; further ones are folded into one series whose label
+/// values are all `other` (tenants and models come from traffic: keep `/metrics` bounded).
+pub const MAX_SERIES_PER_METRIC: usize = 500;
+
+impl Inner {
+    fn key(
+        &mut self,
+        name: &'static str,
+        labels: &[(&'static str, &str)],
+    ) -> (&'static str, Labels) {
+        let key: (&'static str, Labels) = (
+            name,
+            labels.iter().map(|(k, v)| (*k, v.to_string())).collect(),
+        );
+        let known = self.counters.contains_key(&key)
+            || self.gauges.contains_key(&key)
+            || self.histograms.contains_key(&key);
+        if known || labels.is_empty() {
+            return key;
+        }
+        let n = self.series.entry(name).or_insert(0);
+        if *n < MAX_SERIES_PER_METRIC {
+            *n += 1;
+            key
+        } else {
+            (
+                name,
+                labels
+                    .iter()
+                    .map(|(k, _)| (*k, "other".to_string()))
+                    .collect(),
+            )
+        }
+    }
 }
 
 #[derive(Debug, Default)]
@@ -69,28 +107,21 @@ impl Metrics {
     }
 
     pub fn inc(&self, name: &'static str, labels: &[(&'static str, &str)], by: u64) {
-        let key = (
-            name,
-            labels.iter().map(|(k, v)| (*k, v.to_string())).collect(),
-        );
-        *self.lock().counters.entry(key).or_insert(0) += by;
+        let mut inner = self.lock();
+        let key = inner.key(name, labels);
+        *inner.counters.entry(key).or_insert(0) += by;
     }
 
     pub fn set(&self, name: &'static str, labels: &[(&'static str, &str)], value: i64) {
-        let key = (
-            name,
-            labels.iter().map(|(k, v)| (*k, v.to_string())).collect(),
-        );
-        self.lock().gauges.insert(key, value);
+        let mut inner = self.lock();
+        let key = inner.key(name, labels);
+        inner.gauges.insert(key, value);
     }
 
     pub fn observe(&self, name: &'static str, labels: &[(&'static str, &str)], d: Duration) {
         let secs = d.as_secs_f64();
-        let key = (
-            name,
-            labels.iter().map(|(k, v)| (*k, v.to_string())).collect(),
-        );
         let mut inner = self.lock();
+        let key = inner.key(name, labels);
         let h = inner.histograms.entry(key).or_default();
         for (i, b) in BUCKETS.iter().enumerate() {
             if secs <= *b {
@@ -169,6 +200,28 @@ impl Metrics {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn label_sets_are_bounded_per_metric() {
+        let m = Metrics::new();
+        for i in 0..MAX_SERIES_PER_METRIC + 10 {
+            m.inc("tollgate_x_total", &[("tenant", &format!("t{i}"))], 1);
+        }
+        m.inc("tollgate_x_total", &[("tenant", "t0")], 1);
+        assert_eq!(m.counter("tollgate_x_total", &[("tenant", "t0")]), 2);
+        assert_eq!(m.counter("tollgate_x_total", &[("tenant", "other")]), 10);
+        assert_eq!(
+            m.counter_sum("tollgate_x_total"),
+            MAX_SERIES_PER_METRIC as u64 + 11
+        );
+        let text = m.render();
+        assert_eq!(
+            text.lines()
+                .filter(|l| l.starts_with("tollgate_x_total"))
+                .count(),
+            MAX_SERIES_PER_METRIC + 1
+        );
+    }
 
     #[test]
     fn renders_prometheus_text() {
