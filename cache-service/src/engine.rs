@@ -327,7 +327,10 @@ impl Engine {
             &[("outcome", label)],
             started.elapsed(),
         );
-        AdmitResponse { cache }
+        AdmitResponse {
+            cache,
+            budget: None,
+        }
     }
 
     async fn lookup(&self, req: &AdmitRequest) -> CacheDecision {

@@ -194,6 +194,7 @@ impl Ask {
                 max_tokens: self.max_tokens,
                 ..CacheQuery::default()
             }),
+            ..AdmitRequest::default()
         }
     }
 }
@@ -244,6 +245,10 @@ fn record(req: &AdmitRequest, resp: &AdmitResponse, status: u16, answer: &str) -
             shadow_entry_id: resp.cache.shadow_entry_id.clone(),
             ttl_seconds: resp.cache.ttl_seconds,
         }),
+        identity: None,
+        reservation_id: None,
+        requested_model: None,
+        route: None,
     }
 }
 

@@ -138,6 +138,83 @@ pub mod admit {
         /// Cache lookup; `None` when the filter knows the request cannot use the cache.
         #[serde(default)]
         pub cache: Option<CacheQuery>,
+        /// Who the request belongs to (budget scopes, ledger).
+        #[serde(default)]
+        pub identity: Option<Identity>,
+        /// Budget reservation; `None` when the filter does not enforce budgets.
+        #[serde(default)]
+        pub budget: Option<BudgetQuery>,
+    }
+
+    /// The scopes a request belongs to. Nested scopes all apply: org ⊃ team ⊃ user, and the API
+    /// key. Ids are never secrets: API keys arrive as salted hashes (`key:<16 hex>`).
+    #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+    pub struct Identity {
+        pub org: String,
+        /// The tenant (team) id.
+        pub team: String,
+        #[serde(default)]
+        pub user: Option<String>,
+        /// Hash of the API key, when the request carried one.
+        #[serde(default)]
+        pub key: Option<String>,
+    }
+
+    /// What a request may cost at most, for the reservation made on admit.
+    #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+    pub struct BudgetQuery {
+        /// Prompt tokens (counted, or estimated for Claude).
+        pub input_tokens: u64,
+        /// The request's effective output limit (`max_tokens` after governance).
+        pub max_output_tokens: u64,
+        /// `input_tokens` at the input price + `max_output_tokens` at the output price, pico-USD;
+        /// `None` when the model has no price (then only token limits apply to it).
+        #[serde(default)]
+        pub max_cost_pico: Option<u64>,
+    }
+
+    /// The budget verdict of an admit.
+    #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+    #[serde(rename_all = "snake_case")]
+    pub enum BudgetVerdict {
+        #[default]
+        Allow,
+        /// Allowed on a cheaper model (`downgrade_model`): a soft limit or the spend breaker.
+        Downgrade,
+        /// Refused before the provider is called (`rejection` says why).
+        Reject,
+    }
+
+    #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+    pub struct BudgetDecision {
+        pub verdict: BudgetVerdict,
+        /// Echo in the settle record to release the reservation and charge the actual cost.
+        #[serde(default)]
+        pub reservation_id: Option<String>,
+        /// Remaining USD budget of the tightest scope after this reservation, pico-USD
+        /// (`x-tollgate-budget-remaining-usd`); `None` when no USD budget applies.
+        #[serde(default)]
+        pub remaining_pico: Option<u64>,
+        #[serde(default)]
+        pub downgrade_model: Option<String>,
+        #[serde(default)]
+        pub rejection: Option<BudgetRejection>,
+    }
+
+    /// Why a request was refused (rendered as a 429 in the provider's error shape).
+    #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+    pub struct BudgetRejection {
+        /// `budget_exceeded` (USD limits, spend breaker) or `rate_limited` (token limits).
+        pub code: String,
+        /// `team:search`, `org:acme`, …
+        pub scope: String,
+        /// `minute`, `hour`, `day`, `month`.
+        pub period: String,
+        /// Human message naming the scope and period.
+        pub message: String,
+        /// Seconds until the window resets (`retry-after`).
+        #[serde(default)]
+        pub retry_after_seconds: Option<u64>,
     }
 
     /// What the cache needs to know about a request. Prompts are only sent here, never logged.
@@ -226,6 +303,9 @@ pub mod admit {
     #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
     pub struct AdmitResponse {
         pub cache: CacheDecision,
+        /// Present when the admit carried a budget query.
+        #[serde(default)]
+        pub budget: Option<BudgetDecision>,
     }
 
     #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
@@ -280,6 +360,18 @@ pub mod admit {
         /// The response to store (only when admit asked for it and the response was a success).
         #[serde(default)]
         pub store: Option<StoreRequest>,
+        #[serde(default)]
+        pub identity: Option<Identity>,
+        /// The admit's reservation, to release (the actual cost is charged instead).
+        #[serde(default)]
+        pub reservation_id: Option<String>,
+        /// The model the client asked for, when routing or a downgrade changed it (`model` is
+        /// the one used).
+        #[serde(default)]
+        pub requested_model: Option<String>,
+        /// Why the model was changed (`downgrade:soft_limit`, `downgrade:breaker`, a route name).
+        #[serde(default)]
+        pub route: Option<String>,
     }
 
     #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]

@@ -539,6 +539,8 @@ impl Exchange {
             stream: flight.req.stream,
             route,
             cache: query,
+            identity: None,
+            budget: None,
         };
         let call = match serde_json::to_vec(&admit) {
             Ok(c) => c,
@@ -933,6 +935,10 @@ impl Outcome {
             saved_pico: self.saved_pico,
             finished_at_ms,
             store: self.store.clone(),
+            identity: None,
+            reservation_id: None,
+            requested_model: None,
+            route: None,
         })
     }
 }
@@ -1418,6 +1424,7 @@ mod tests {
                     store,
                     ..CacheDecision::default()
                 },
+                budget: None,
             })
             .unwrap()
         }
