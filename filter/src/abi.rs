@@ -53,6 +53,12 @@ unsafe extern "C" {
         key_data: *const u8,
         key_size: usize,
     ) -> u32;
+    fn proxy_get_property(
+        path_data: *const u8,
+        path_size: usize,
+        return_value_data: *mut *mut u8,
+        return_value_size: *mut usize,
+    ) -> u32;
     fn proxy_set_property(
         path_data: *const u8,
         path_size: usize,
@@ -117,6 +123,14 @@ mod native {
         FAILURE
     }
     pub unsafe fn proxy_get_header_map_pairs(_: MapType, _: *mut *mut u8, _: *mut usize) -> u32 {
+        FAILURE
+    }
+    pub unsafe fn proxy_get_property(
+        _: *const u8,
+        _: usize,
+        _: *mut *mut u8,
+        _: *mut usize,
+    ) -> u32 {
         FAILURE
     }
     pub unsafe fn proxy_replace_header_map_value(
@@ -296,6 +310,24 @@ pub fn set_header(map: MapType, name: &str, value: &str) -> Result<(), HostError
 pub fn remove_header(map: MapType, name: &str) -> Result<(), HostError> {
     // SAFETY: pointer and length of a live &str.
     check(unsafe { proxy_remove_header_map_value(map, name.as_ptr(), name.len()) })
+}
+
+/// Reads a host property (`path` segments, e.g. `["source", "principal"]`); `Ok(None)` when the
+/// property does not exist. Values are raw bytes; strings are decoded leniently.
+pub fn get_property(path: &[&str]) -> Result<Option<String>, HostError> {
+    let encoded = path.join("\0");
+    let mut data: *mut u8 = null_mut();
+    let mut size: usize = 0;
+    // SAFETY: pointer and length of a live String; valid out-pointers; the returned buffer is
+    // adopted exactly once.
+    match unsafe { proxy_get_property(encoded.as_ptr(), encoded.len(), &mut data, &mut size) } {
+        OK => {
+            let bytes = unsafe { adopt(data, size) };
+            Ok(Some(String::from_utf8_lossy(&bytes).into_owned()))
+        }
+        NOT_FOUND => Ok(None),
+        s => Err(HostError(s)),
+    }
 }
 
 /// Sets a filter-state property (Envoy stores it as `wasm.<path>`; access logs read it with

@@ -10,6 +10,7 @@ use tollgate_core::count::CountCache;
 use tollgate_core::metrics::{Cardinality, Counter, Tags, stat_name};
 
 use tollgate_core::exchange::AdmitVerdict;
+use tollgate_core::tenant::PRINCIPAL_PSEUDO_HEADER;
 use tollgate_core::{BodyVerdict, Config, Exchange, HeadersVerdict, Outcome, ResponseBodyVerdict};
 use tollgate_wire::admit::{SettleBatch, SettleRecord};
 
@@ -196,6 +197,8 @@ pub struct Stream<H: Host> {
     id: u32,
     exchange: Exchange,
     admit_token: Option<u32>,
+    /// Size of the request body in Envoy's buffer while admit is in flight.
+    request_body_len: usize,
 }
 
 impl<H: Host> Stream<H> {
@@ -207,6 +210,7 @@ impl<H: Host> Stream<H> {
             id,
             exchange: Exchange::with_id(fallback),
             admit_token: None,
+            request_body_len: 0,
         }
     }
 
@@ -235,13 +239,19 @@ impl<H: Host> Stream<H> {
         let Some(cfg) = self.config() else {
             return Flow::Continue; // not configured: be a no-op
         };
-        let headers = match self.host.request_headers() {
+        let mut headers = match self.host.request_headers() {
             Ok(h) => h,
             Err(e) => {
                 self.warn(&format!("cannot read request headers: host status {}", e.0));
                 return Flow::Continue;
             }
         };
+        headers.retain(|(k, _)| k != PRINCIPAL_PSEUDO_HEADER);
+        if cfg.tenant.wants_principal()
+            && let Ok(Some(p)) = self.host.property(&["source", "principal"])
+        {
+            headers.push((PRINCIPAL_PSEUDO_HEADER.to_string(), p));
+        }
         let get = |n: &str| {
             headers
                 .iter()
@@ -327,10 +337,14 @@ impl<H: Host> Stream<H> {
                 Flow::Continue
             }
             BodyVerdict::Admit { body, call } => {
-                if let Some(b) = body
-                    && let Err(e) = self.host.replace_request_body(body_size, &b)
-                {
-                    self.warn(&format!("cannot rewrite request body: host status {}", e.0));
+                self.request_body_len = body_size;
+                if let Some(b) = body {
+                    match self.host.replace_request_body(body_size, &b) {
+                        Ok(()) => self.request_body_len = b.len(),
+                        Err(e) => {
+                            self.warn(&format!("cannot rewrite request body: host status {}", e.0))
+                        }
+                    }
                 }
                 let Some(cache) = cfg.cache.as_ref() else {
                     return Flow::Continue;
@@ -372,6 +386,14 @@ impl<H: Host> Stream<H> {
         let now = self.host.now_nanos() / 1_000_000_000;
         match self.exchange.on_admit_response(&cfg, status, &body, now) {
             AdmitVerdict::Continue => {
+                if let Err(e) = self.host.resume_request() {
+                    self.warn(&format!("cannot resume request: host status {}", e.0));
+                }
+            }
+            AdmitVerdict::Rewrite { body } => {
+                if let Err(e) = self.host.replace_request_body(self.request_body_len, &body) {
+                    self.warn(&format!("cannot rewrite request body: host status {}", e.0));
+                }
                 if let Err(e) = self.host.resume_request() {
                     self.warn(&format!("cannot resume request: host status {}", e.0));
                 }
@@ -555,6 +577,7 @@ mod tests {
         call_fails: RefCell<bool>,
         call_response: RefCell<(Option<u16>, Vec<u8>)>,
         resumed: RefCell<u32>,
+        principal: RefCell<Option<String>>,
     }
 
     impl Host for &Fake {
@@ -596,6 +619,11 @@ mod tests {
         fn set_property(&self, key: &str, value: &str) -> Result<(), HostError> {
             self.props.borrow_mut().push((key.into(), value.into()));
             Ok(())
+        }
+        fn property(&self, path: &[&str]) -> Result<Option<String>, HostError> {
+            Ok((path == ["source", "principal"])
+                .then(|| self.principal.borrow().clone())
+                .flatten())
         }
         fn log(&self, _level: Level, _msg: &str) {}
         fn debug_enabled(&self) -> bool {
@@ -845,6 +873,45 @@ mod tests {
             "waits for admit"
         );
         s
+    }
+
+    #[test]
+    fn budget_downgrade_rewrites_the_paused_body_and_principal_names_the_user() {
+        let fake = Fake::default();
+        *fake.principal.borrow_mut() = Some("spiffe://cluster.local/ns/a/sa/web".into());
+        let p = plugin(
+            r#"{"stopOnHeaders": true, "cache": {"cluster": "tollgate_cache"},
+                "tenant": {"userSources": ["principal"]}, "budgets": {}}"#,
+        );
+        // A client cannot smuggle its own principal in.
+        *fake.req_headers.borrow_mut() = h(&[
+            (":method", "POST"),
+            (":path", "/v1/chat/completions"),
+            (PRINCIPAL_PSEUDO_HEADER, "spoofed"),
+        ]);
+        let body = br#"{"model":"gpt-4o","messages":[{"role":"user","content":"hi"}]}"#;
+        *fake.req_body.borrow_mut() = body.to_vec();
+        let mut s = Stream::new(&fake, p.clone(), 5);
+        s.on_request_headers(false);
+        assert_eq!(s.on_request_body(body.len(), true), Flow::Pause);
+        let call: serde_json::Value = serde_json::from_slice(&fake.calls.borrow()[0].2).unwrap();
+        assert_eq!(
+            call["identity"]["user"],
+            "spiffe://cluster.local/ns/a/sa/web"
+        );
+        assert!(call["budget"]["max_cost_pico"].as_u64().unwrap() > 0);
+        *fake.call_response.borrow_mut() = (
+            Some(200),
+            serde_json::to_vec(&serde_json::json!({
+                "cache": {"outcome": "miss"},
+                "budget": {"verdict": "downgrade", "downgrade_model": "gpt-4o-mini", "reservation_id": "r1"}
+            }))
+            .unwrap(),
+        );
+        s.on_admit_response(1, 10);
+        assert_eq!(*fake.resumed.borrow(), 1);
+        let sent: serde_json::Value = serde_json::from_slice(&fake.req_body.borrow()).unwrap();
+        assert_eq!(sent["model"], "gpt-4o-mini");
     }
 
     #[test]

@@ -25,6 +25,8 @@ pub trait Host {
     fn response_body(&self, size: usize) -> Result<Vec<u8>, HostError>;
     fn send_reply(&self, reply: &LocalReply) -> Result<(), HostError>;
     fn set_property(&self, key: &str, value: &str) -> Result<(), HostError>;
+    /// A host property such as `["source", "principal"]` (the peer's mTLS identity in Istio).
+    fn property(&self, path: &[&str]) -> Result<Option<String>, HostError>;
     fn log(&self, level: Level, msg: &str);
     /// Whether debug lines would be logged (so they are only formatted when they are).
     fn debug_enabled(&self) -> bool;
@@ -76,6 +78,9 @@ impl Host for EnvoyHost {
     }
     fn send_reply(&self, reply: &LocalReply) -> Result<(), HostError> {
         abi::send_local_response(reply.status, &reply.headers, &reply.body, "tollgate")
+    }
+    fn property(&self, path: &[&str]) -> Result<Option<String>, HostError> {
+        abi::get_property(path)
     }
     fn set_property(&self, key: &str, value: &str) -> Result<(), HostError> {
         abi::set_property(key, value)

@@ -33,9 +33,12 @@ pub struct RawConfig {
     /// headers on non-streamed responses). Istio's `WasmPlugin` cannot set that field: keep `false`.
     #[serde(default)]
     pub stop_on_headers: bool,
-    /// The cache service (response cache; later budgets). Absent: no call-outs.
+    /// The cache service (response cache, budgets, ledger). Absent: no call-outs.
     #[serde(default)]
     pub cache: Option<RawCache>,
+    /// Budget enforcement through the cache service (needs `cache`). Absent: not enforced.
+    #[serde(default)]
+    pub budgets: Option<RawBudgets>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -68,6 +71,22 @@ pub struct RawTenant {
     pub default: Option<String>,
     /// Salt mixed into API-key hashes (so hashes differ between deployments). Default empty.
     pub key_salt: Option<String>,
+    /// Organisation id (the outermost budget scope). Default `"default"`.
+    pub org: Option<String>,
+    /// Ordered sources of the user id (a budget scope inside the team): `"header:<name>"` or
+    /// `"principal"` (the peer's mTLS identity, Istio's `source.principal`). Default: none.
+    pub user_sources: Option<Vec<String>>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct RawBudgets {
+    /// When the cache service cannot be asked: `"open"` (allow; the settle record charges the
+    /// spend once the service is back) or `"closed"` (reject with 503). Default `"open"`.
+    pub failure_mode: Option<String>,
+    /// Output tokens reserved for requests without `max_tokens` (when the model's own output
+    /// limit is unknown). Default 4096.
+    pub default_max_output_tokens: Option<u64>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -187,6 +206,30 @@ pub struct TenantPolicy {
     pub sources: Vec<TenantSource>,
     pub default: String,
     pub key_salt: String,
+    pub org: String,
+    pub user_sources: Vec<UserSource>,
+}
+
+/// Where the user id comes from.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum UserSource {
+    Header(String),
+    /// The peer's mTLS identity (`source.principal`).
+    Principal,
+}
+
+impl TenantPolicy {
+    /// Whether the glue must read the peer principal for each request.
+    pub fn wants_principal(&self) -> bool {
+        self.user_sources.contains(&UserSource::Principal)
+    }
+}
+
+/// Validated budget settings.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct BudgetPolicy {
+    pub fail_open: bool,
+    pub default_max_output_tokens: u64,
 }
 
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -272,6 +315,7 @@ pub struct Config {
     pub metrics: MetricsPolicy,
     pub stop_on_headers: bool,
     pub cache: Option<CachePolicy>,
+    pub budgets: Option<BudgetPolicy>,
 }
 
 /// Validated cache-service settings.
@@ -368,6 +412,28 @@ impl TryFrom<RawConfig> for Config {
             return Err(format!(
                 "tenant.default {default_tenant:?} is not a valid tenant id"
             ));
+        }
+
+        let org = raw.tenant.org.clone().unwrap_or_else(|| "default".into());
+        if !is_valid_tenant_id(&org) {
+            return Err(format!("tenant.org {org:?} is not a valid id"));
+        }
+        let mut user_sources = Vec::new();
+        for s in raw.tenant.user_sources.iter().flatten() {
+            let src = if s == "principal" {
+                UserSource::Principal
+            } else if let Some(h) = s.strip_prefix("header:") {
+                let h = h.to_ascii_lowercase();
+                if !is_valid_header_name(&h) {
+                    return Err(format!("tenant.userSources: invalid header name in {s:?}"));
+                }
+                UserSource::Header(h)
+            } else {
+                return Err(format!(
+                    "tenant.userSources: unknown source {s:?} (expected \"header:<name>\" or \"principal\")"
+                ));
+            };
+            user_sources.push(src);
         }
 
         // Limits.
@@ -480,12 +546,44 @@ impl TryFrom<RawConfig> for Config {
             }
         };
 
+        let budgets = match &raw.budgets {
+            None => None,
+            Some(b) => {
+                if cache.is_none() {
+                    return Err(
+                        "budgets need the cache service: set cache.cluster to its Envoy cluster"
+                            .into(),
+                    );
+                }
+                let fail_open = match b.failure_mode.as_deref().unwrap_or("open") {
+                    "open" => true,
+                    "closed" => false,
+                    other => {
+                        return Err(format!(
+                            "budgets.failureMode {other:?}: expected \"open\" or \"closed\""
+                        ));
+                    }
+                };
+                let default_max_output_tokens = b.default_max_output_tokens.unwrap_or(4096);
+                if default_max_output_tokens == 0 {
+                    return Err("budgets.defaultMaxOutputTokens must be positive".into());
+                }
+                Some(BudgetPolicy {
+                    fail_open,
+                    default_max_output_tokens,
+                })
+            }
+        };
+
         Ok(Config {
             cache,
+            budgets,
             tenant: TenantPolicy {
                 sources,
                 default: default_tenant,
                 key_salt: raw.tenant.key_salt.clone().unwrap_or_default(),
+                org,
+                user_sources,
             },
             max_request_bytes,
             max_response_buffer_bytes,
@@ -578,6 +676,16 @@ mod tests {
                 "settleBatch",
             ),
             (r#"{"cache": {"clusterr": "c"}}"#, "unknown field"),
+            (r#"{"budgets": {}}"#, "budgets need the cache service"),
+            (
+                r#"{"cache": {"cluster": "c"}, "budgets": {"failureMode": "maybe"}}"#,
+                "budgets.failureMode",
+            ),
+            (
+                r#"{"tenant": {"userSources": ["cookie:x"]}}"#,
+                "tenant.userSources",
+            ),
+            (r#"{"tenant": {"org": "a b"}}"#, "tenant.org"),
             (r#"{"tenant": {"sources": ["cookie:x"]}}"#, "unknown source"),
             (
                 r#"{"tenant": {"sources": ["header:bad header"]}}"#,

@@ -13,6 +13,8 @@ pub enum ErrorKind {
     RequestTooLarge,
     BudgetExceeded,
     RateLimited,
+    /// Budgets fail closed and the cache service could not be asked.
+    BudgetUnavailable,
 }
 
 impl ErrorKind {
@@ -22,6 +24,7 @@ impl ErrorKind {
             ErrorKind::RequestTooLarge => "request_too_large",
             ErrorKind::BudgetExceeded => "budget_exceeded",
             ErrorKind::RateLimited => "rate_limited",
+            ErrorKind::BudgetUnavailable => "budget_unavailable",
         }
     }
 
@@ -30,6 +33,7 @@ impl ErrorKind {
             ErrorKind::InvalidRequest => 400,
             ErrorKind::RequestTooLarge => 413,
             ErrorKind::BudgetExceeded | ErrorKind::RateLimited => 429,
+            ErrorKind::BudgetUnavailable => 503,
         }
     }
 }

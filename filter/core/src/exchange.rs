@@ -4,8 +4,8 @@
 //! verdicts into host actions; all decisions live here and are unit-tested natively.
 
 use tollgate_wire::admit::{
-    AdmitRequest, AdmitResponse, CacheOutcome, CacheQuery, CachedCompletion, SettleRecord,
-    StoreRequest,
+    AdmitRequest, AdmitResponse, BudgetQuery, BudgetVerdict, CacheOutcome, CacheQuery,
+    CachedCompletion, Identity as WireIdentity, SettleRecord, StoreRequest,
 };
 use tollgate_wire::{Api, Usage, UsageSource};
 
@@ -85,6 +85,8 @@ pub enum BodyVerdict {
 pub enum AdmitVerdict {
     /// Resume the request towards the upstream.
     Continue,
+    /// Replace the (paused) request body, then resume: a budget downgrade rewrote the model.
+    Rewrite { body: Vec<u8> },
     /// Answer locally (a cache hit).
     Reply(LocalReply),
 }
@@ -133,6 +135,20 @@ pub struct Outcome {
     pub saved_pico: u64,
     /// The answer to store in the cache, when admit asked for it and the response qualifies.
     pub store: Option<StoreRequest>,
+    /// Budget and ledger details echoed to the service on settle.
+    pub budget: BudgetInfo,
+}
+
+/// What the settle record tells the service about budgets and routing.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct BudgetInfo {
+    pub identity: Option<WireIdentity>,
+    pub reservation_id: Option<String>,
+    /// Remaining USD budget of the tightest scope after admit (pico-USD).
+    pub remaining_pico: Option<u64>,
+    /// The model the client asked for, when a downgrade changed it.
+    pub requested_model: Option<String>,
+    pub route: Option<String>,
 }
 
 impl Outcome {
@@ -273,6 +289,10 @@ struct Flight {
     store: Option<PendingStore>,
     /// Keys of the lookup (kept while admit is in flight).
     keys: Option<PendingStore>,
+    budget: BudgetInfo,
+    /// The request body as sent upstream, kept while admit is in flight when a budget
+    /// downgrade may have to rewrite it.
+    body: Option<Vec<u8>>,
 }
 
 #[derive(Clone, Debug)]
@@ -373,6 +393,7 @@ impl Exchange {
             cache: None,
             saved_pico: 0,
             store: None,
+            budget: BudgetInfo::default(),
         });
         self.state = State::Done;
         rej.into_reply()
@@ -497,6 +518,8 @@ impl Exchange {
             cache: None,
             store: None,
             keys: None,
+            budget: BudgetInfo::default(),
+            body: None,
         };
         let Some(cache_cfg) = &cfg.cache else {
             self.state = State::Upstream(Box::new(flight));
@@ -542,10 +565,43 @@ impl Exchange {
             identity: None,
             budget: None,
         };
+        let mut admit = admit;
+        let wire_id = wire_identity(cfg, &flight.identity);
+        flight.budget.identity = Some(wire_id.clone());
+        admit.identity = Some(wire_id);
+        if let Some(b) = &cfg.budgets {
+            let max_output_tokens = flight
+                .decision
+                .effective
+                .or_else(|| {
+                    cfg.prices
+                        .lookup(&flight.req.model)
+                        .and_then(|(_, info)| info.max_output_tokens)
+                })
+                .unwrap_or(b.default_max_output_tokens);
+            let input_tokens = flight.req.prompt_tokens;
+            admit.budget = Some(BudgetQuery {
+                input_tokens,
+                max_output_tokens,
+                max_cost_pico: flight.price.map(|p| {
+                    p.cost(&Usage {
+                        input_tokens,
+                        output_tokens: max_output_tokens,
+                        ..Usage::default()
+                    })
+                }),
+            });
+            flight.body = Some(new_body.clone().unwrap_or_else(|| body.clone()));
+        }
         let call = match serde_json::to_vec(&admit) {
             Ok(c) => c,
             Err(_) => {
                 flight.cache = Some(CacheOutcome::Error);
+                if cfg.budgets.as_ref().is_some_and(|b| !b.fail_open) {
+                    let rej = budget_unavailable(api);
+                    let tenant = flight.identity.tenant.clone();
+                    return BodyVerdict::Reply(self.reject(api, &tenant, rej));
+                }
                 self.state = State::Upstream(Box::new(flight));
                 return BodyVerdict::Continue { body: new_body };
             }
@@ -569,17 +625,72 @@ impl Exchange {
         let State::Admitting(mut flight) = std::mem::take(&mut self.state) else {
             return AdmitVerdict::Continue;
         };
-        let decision = match status {
-            Some(200) => serde_json::from_slice::<AdmitResponse>(body)
-                .ok()
-                .map(|r| r.cache),
+        let response = match status {
+            Some(200) => serde_json::from_slice::<AdmitResponse>(body).ok(),
             _ => None,
         };
-        let Some(decision) = decision else {
+        let Some(response) = response else {
             flight.cache = Some(CacheOutcome::Error);
+            if cfg.budgets.as_ref().is_some_and(|b| !b.fail_open) {
+                let api = flight.req.api;
+                let tenant = flight.identity.tenant.clone();
+                return AdmitVerdict::Reply(self.reject(api, &tenant, budget_unavailable(api)));
+            }
             self.state = State::Upstream(flight);
             return AdmitVerdict::Continue;
         };
+        let decision = response.cache;
+        let mut rewrite = None;
+        if let Some(b) = response.budget.filter(|_| cfg.budgets.is_some()) {
+            flight.budget.reservation_id = b.reservation_id;
+            flight.budget.remaining_pico = b.remaining_pico;
+            match b.verdict {
+                BudgetVerdict::Reject => {
+                    let api = flight.req.api;
+                    let tenant = flight.identity.tenant.clone();
+                    let r = b.rejection.unwrap_or_default();
+                    let kind = if r.code == "rate_limited" {
+                        ErrorKind::RateLimited
+                    } else {
+                        ErrorKind::BudgetExceeded
+                    };
+                    let message = if r.message.is_empty() {
+                        "budget exceeded".to_string()
+                    } else {
+                        r.message
+                    };
+                    let mut rej = Rejection::new(api, kind, message);
+                    rej.retry_after = r.retry_after_seconds;
+                    let mut reply = self.reject(api, &tenant, rej);
+                    if let Some(rem) = b.remaining_pico {
+                        reply
+                            .headers
+                            .push(("x-tollgate-budget-remaining-usd".into(), format_usd(rem)));
+                    }
+                    return AdmitVerdict::Reply(reply);
+                }
+                BudgetVerdict::Downgrade => {
+                    if let Some(to) = b.downgrade_model.filter(|m| *m != flight.req.model) {
+                        let raw = serde_json::Value::String(to.clone()).to_string();
+                        let edit = [json::Edit::Set {
+                            key: "model".into(),
+                            raw,
+                        }];
+                        if let Some(new) =
+                            flight.body.as_deref().and_then(|b| json::apply(b, &edit))
+                        {
+                            flight.budget.requested_model = Some(flight.req.model.clone());
+                            flight.budget.route = Some("downgrade:budget".into());
+                            flight.price = cfg.prices.lookup(&to).map(|(_, info)| info.price);
+                            flight.req.model = to;
+                            rewrite = Some(new);
+                        }
+                    }
+                }
+                BudgetVerdict::Allow => {}
+            }
+        }
+        flight.body = None;
         let servable = |e: &CachedCompletion| {
             !e.text.is_empty()
                 && flight
@@ -599,7 +710,9 @@ impl Exchange {
                 } else {
                     outcome
                 });
-                if decision.store {
+                // A downgraded request's answer must not be stored under the keys of the model
+                // the client asked for.
+                if decision.store && rewrite.is_none() {
                     flight.store = flight.keys.take().map(|mut k| {
                         k.shadow_entry_id = decision.shadow_entry_id;
                         k.ttl_seconds = decision.ttl_seconds;
@@ -607,7 +720,10 @@ impl Exchange {
                     });
                 }
                 self.state = State::Upstream(flight);
-                AdmitVerdict::Continue
+                match rewrite {
+                    Some(body) => AdmitVerdict::Rewrite { body },
+                    None => AdmitVerdict::Continue,
+                }
             }
         }
     }
@@ -654,6 +770,13 @@ impl Exchange {
             ("x-tollgate-saved-usd".to_string(), format_usd(saved_pico)),
             ("x-tollgate-usage-source".to_string(), "cache".to_string()),
         ];
+        let mut headers = headers;
+        if let Some(rem) = flight.budget.remaining_pico {
+            headers.push((
+                "x-tollgate-budget-remaining-usd".to_string(),
+                format_usd(rem),
+            ));
+        }
         self.outcome = Some(Outcome {
             api: req.api,
             tenant: flight.identity.tenant.clone(),
@@ -671,6 +794,7 @@ impl Exchange {
             cache: Some(outcome),
             saved_pico,
             store: None,
+            budget: flight.budget.clone(),
         });
         self.state = State::Done;
         LocalReply {
@@ -751,6 +875,12 @@ impl Exchange {
             add.push((
                 "x-tollgate-max-tokens-clamped".to_string(),
                 from.to_string(),
+            ));
+        }
+        if let Some(rem) = flight.budget.remaining_pico {
+            add.push((
+                "x-tollgate-budget-remaining-usd".to_string(),
+                format_usd(rem),
             ));
         }
         let responding = Responding {
@@ -902,6 +1032,7 @@ fn settle(r: Responding, _unused: Option<()>) -> Outcome {
         cache: flight.cache,
         saved_pico: 0,
         store,
+        budget: flight.budget.clone(),
         api: req.api,
         tenant: flight.identity.tenant.clone(),
         model: req.model.clone(),
@@ -915,6 +1046,25 @@ fn settle(r: Responding, _unused: Option<()>) -> Outcome {
         rejected: None,
         max_tokens: flight.decision,
     }
+}
+
+/// The scopes of a request as the service sees them.
+fn wire_identity(cfg: &Config, id: &Identity) -> WireIdentity {
+    WireIdentity {
+        org: cfg.tenant.org.clone(),
+        team: id.tenant.clone(),
+        user: id.user.clone(),
+        key: id.key_hash.as_ref().map(|h| format!("key:{h}")),
+    }
+}
+
+/// Budgets fail closed and the service could not be asked.
+fn budget_unavailable(api: Api) -> Rejection {
+    Rejection::new(
+        api,
+        ErrorKind::BudgetUnavailable,
+        "the budget service is unavailable and budgets fail closed: retry shortly",
+    )
 }
 
 impl Outcome {
@@ -935,10 +1085,10 @@ impl Outcome {
             saved_pico: self.saved_pico,
             finished_at_ms,
             store: self.store.clone(),
-            identity: None,
-            reservation_id: None,
-            requested_model: None,
-            route: None,
+            identity: self.budget.identity.clone(),
+            reservation_id: self.budget.reservation_id.clone(),
+            requested_model: self.budget.requested_model.clone(),
+            route: self.budget.route.clone(),
         })
     }
 }
@@ -1623,6 +1773,244 @@ mod tests {
             assert!(matches!(v, BodyVerdict::Continue { .. }));
             x.on_response_headers(&c, 200, &h(&[("content-type", "application/json")]), true);
             assert!(x.take_outcome().unwrap().settle_record(1).is_none());
+        }
+    }
+
+    mod budgets {
+        use super::*;
+        use tollgate_wire::admit::{AdmitResponse, BudgetDecision, BudgetRejection, CacheDecision};
+
+        fn cfg(mode: &str) -> Config {
+            Config::from_json(
+                format!(
+                    r#"{{"stopOnHeaders": true, "cache": {{"cluster": "svc"}},
+                        "tenant": {{"org": "acme", "userSources": ["header:x-user", "principal"]}},
+                        "budgets": {{"failureMode": "{mode}"}}}}"#
+                )
+                .as_bytes(),
+            )
+            .unwrap()
+        }
+
+        const BODY: &str = r#"{"model":"gpt-4o","messages":[{"role":"user","content":"Summarise the meeting notes."}],"max_tokens":100}"#;
+
+        fn admit(x: &mut Exchange, c: &Config, headers: &[(&str, &str)]) -> AdmitRequest {
+            let mut cache = CountCache::new(4, 1);
+            x.on_request_headers(c, "POST", "/v1/chat/completions", &h(headers), false);
+            match x.on_request_body(c, &mut cache, BODY.len(), true, || {
+                Some(BODY.as_bytes().to_vec())
+            }) {
+                BodyVerdict::Admit { call, .. } => serde_json::from_slice(&call).unwrap(),
+                other => panic!("{other:?}"),
+            }
+        }
+
+        fn answer(b: BudgetDecision) -> Vec<u8> {
+            serde_json::to_vec(&AdmitResponse {
+                cache: CacheDecision::default(),
+                budget: Some(b),
+            })
+            .unwrap()
+        }
+
+        #[test]
+        fn admit_carries_every_scope_and_the_worst_case_cost() {
+            let c = cfg("open");
+            let mut x = Exchange::new();
+            let a = admit(
+                &mut x,
+                &c,
+                &[
+                    ("x-tollgate-tenant", "search"),
+                    ("x-user", "ann"),
+                    ("authorization", "Bearer sk-secret"),
+                ],
+            );
+            let id = a.identity.unwrap();
+            assert_eq!((id.org.as_str(), id.team.as_str()), ("acme", "search"));
+            assert_eq!(id.user.as_deref(), Some("ann"));
+            let key = id.key.unwrap();
+            assert!(key.starts_with("key:") && !key.contains("secret"), "{key}");
+            let q = a.budget.unwrap();
+            assert_eq!(q.max_output_tokens, 100);
+            // gpt-4o: 2.5 USD / M input, 10 USD / M output.
+            let want = q.input_tokens * 2_500_000 + 100 * 10_000_000;
+            assert_eq!(q.max_cost_pico, Some(want));
+            // The principal pseudo-header is the user when no header names one.
+            let mut y = Exchange::new();
+            let a = admit(
+                &mut y,
+                &c,
+                &[(PRINCIPAL, "spiffe://cluster.local/ns/a/sa/web")],
+            );
+            assert_eq!(
+                a.identity.unwrap().user.as_deref(),
+                Some("spiffe://cluster.local/ns/a/sa/web")
+            );
+        }
+
+        const PRINCIPAL: &str = crate::tenant::PRINCIPAL_PSEUDO_HEADER;
+
+        #[test]
+        fn over_budget_is_a_429_in_the_provider_shape_with_retry_after() {
+            let c = cfg("open");
+            let mut x = Exchange::new();
+            admit(&mut x, &c, &[("x-tollgate-tenant", "search")]);
+            let v = x.on_admit_response(
+                &c,
+                Some(200),
+                &answer(BudgetDecision {
+                    verdict: BudgetVerdict::Reject,
+                    remaining_pico: Some(0),
+                    rejection: Some(BudgetRejection {
+                        code: "budget_exceeded".into(),
+                        scope: "team:search".into(),
+                        period: "day".into(),
+                        message: "team:search has used its $10.00 daily budget".into(),
+                        retry_after_seconds: Some(3600),
+                    }),
+                    ..BudgetDecision::default()
+                }),
+                1,
+            );
+            let AdmitVerdict::Reply(r) = v else {
+                panic!("{v:?}")
+            };
+            assert_eq!(r.status, 429);
+            assert_eq!(get(&r.headers, "retry-after"), Some("3600"));
+            assert_eq!(
+                get(&r.headers, "x-tollgate-budget-remaining-usd"),
+                Some("0")
+            );
+            let j: serde_json::Value = serde_json::from_slice(&r.body).unwrap();
+            assert_eq!(j["error"]["code"], "budget_exceeded");
+            assert!(
+                j["error"]["message"]
+                    .as_str()
+                    .unwrap()
+                    .contains("team:search")
+            );
+            let o = x.take_outcome().unwrap();
+            assert_eq!(o.rejected, Some(ErrorKind::BudgetExceeded));
+            assert!(
+                o.settle_record(1).is_none(),
+                "nothing reserved, nothing to settle"
+            );
+        }
+
+        #[test]
+        fn token_limits_are_rate_limited() {
+            let c = cfg("open");
+            let mut x = Exchange::new();
+            admit(&mut x, &c, &[]);
+            let v = x.on_admit_response(
+                &c,
+                Some(200),
+                &answer(BudgetDecision {
+                    verdict: BudgetVerdict::Reject,
+                    rejection: Some(BudgetRejection {
+                        code: "rate_limited".into(),
+                        ..BudgetRejection::default()
+                    }),
+                    ..BudgetDecision::default()
+                }),
+                1,
+            );
+            let AdmitVerdict::Reply(r) = v else {
+                panic!("{v:?}")
+            };
+            let j: serde_json::Value = serde_json::from_slice(&r.body).unwrap();
+            assert_eq!(j["error"]["type"], "rate_limited");
+        }
+
+        #[test]
+        fn soft_limit_downgrades_the_model_and_settles_both_names() {
+            let c = cfg("open");
+            let mut x = Exchange::new();
+            admit(&mut x, &c, &[("x-tollgate-tenant", "search")]);
+            let v = x.on_admit_response(
+                &c,
+                Some(200),
+                &answer(BudgetDecision {
+                    verdict: BudgetVerdict::Downgrade,
+                    reservation_id: Some("r-1".into()),
+                    remaining_pico: Some(1_500_000_000_000),
+                    downgrade_model: Some("gpt-4o-mini".into()),
+                    rejection: None,
+                }),
+                1,
+            );
+            let AdmitVerdict::Rewrite { body } = v else {
+                panic!("{v:?}")
+            };
+            let j: serde_json::Value = serde_json::from_slice(&body).unwrap();
+            assert_eq!(j["model"], "gpt-4o-mini");
+            assert_eq!(j["max_tokens"], 100);
+            let rh =
+                x.on_response_headers(&c, 200, &h(&[("content-type", "application/json")]), false);
+            assert!(
+                rh.add
+                    .contains(&("x-tollgate-model".into(), "gpt-4o-mini".into()))
+            );
+            assert!(
+                rh.add
+                    .contains(&("x-tollgate-budget-remaining-usd".into(), "1.5".into()))
+            );
+            x.on_response_body(br#"{"model":"gpt-4o-mini","choices":[{"index":0,"message":{"role":"assistant","content":"Done."},"finish_reason":"stop"}],"usage":{"prompt_tokens":14,"completion_tokens":2}}"#, true);
+            let o = x.take_outcome().unwrap();
+            // Priced at the model actually used: 14 * 0.15 + 2 * 0.6 USD / M.
+            assert_eq!(o.cost_pico, Some(14 * 150_000 + 2 * 600_000));
+            let rec = o.settle_record(1).unwrap();
+            assert_eq!(rec.model, "gpt-4o-mini");
+            assert_eq!(rec.requested_model.as_deref(), Some("gpt-4o"));
+            assert_eq!(rec.reservation_id.as_deref(), Some("r-1"));
+            assert_eq!(rec.route.as_deref(), Some("downgrade:budget"));
+            assert_eq!(rec.identity.unwrap().team, "search");
+            assert!(
+                rec.store.is_none(),
+                "not stored under the requested model's keys"
+            );
+        }
+
+        #[test]
+        fn failure_modes_open_allows_closed_rejects() {
+            let open = cfg("open");
+            let mut x = Exchange::new();
+            admit(&mut x, &open, &[]);
+            assert_eq!(
+                x.on_admit_response(&open, None, &[], 1),
+                AdmitVerdict::Continue
+            );
+            x.on_response_headers(
+                &open,
+                200,
+                &h(&[("content-type", "application/json")]),
+                false,
+            );
+            x.on_response_body(br#"{"model":"gpt-4o","choices":[{"index":0,"message":{"role":"assistant","content":"Ok."},"finish_reason":"stop"}],"usage":{"prompt_tokens":14,"completion_tokens":2}}"#, true);
+            let rec = x.take_outcome().unwrap().settle_record(1).unwrap();
+            assert_eq!(
+                rec.reservation_id, None,
+                "charged unreserved when the service is back"
+            );
+            assert!(rec.cost_pico.unwrap() > 0);
+
+            let closed = cfg("closed");
+            for (status, body) in [
+                (None, &b""[..]),
+                (Some(200), &b"garbage"[..]),
+                (Some(503), &b""[..]),
+            ] {
+                let mut x = Exchange::new();
+                admit(&mut x, &closed, &[]);
+                let v = x.on_admit_response(&closed, status, body, 1);
+                let AdmitVerdict::Reply(r) = v else {
+                    panic!("{v:?}")
+                };
+                assert_eq!(r.status, 503);
+                let j: serde_json::Value = serde_json::from_slice(&r.body).unwrap();
+                assert_eq!(j["error"]["code"], "budget_unavailable");
+            }
         }
     }
 }

@@ -2,7 +2,7 @@
 
 use sha2::{Digest, Sha256};
 
-use crate::config::{TenantPolicy, TenantSource, is_valid_tenant_id};
+use crate::config::{TenantPolicy, TenantSource, UserSource, is_valid_tenant_id};
 
 /// Who a request belongs to.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -12,6 +12,45 @@ pub struct Identity {
     pub source: &'static str,
     /// Hash of the API key, when one was sent (never the key itself).
     pub key_hash: Option<String>,
+    /// The user inside the tenant, from `tenant.userSources`.
+    pub user: Option<String>,
+}
+
+/// Pseudo-header under which the glue passes the peer principal (`source.principal`) to
+/// [`identify`]; clients cannot send pseudo-headers of their own.
+pub const PRINCIPAL_PSEUDO_HEADER: &str = ":tollgate-principal";
+
+fn is_valid_principal(p: &str) -> bool {
+    !p.is_empty() && p.len() <= 256 && p.bytes().all(|b| b.is_ascii_graphic())
+}
+
+fn identify_user(
+    policy: &TenantPolicy,
+    headers: &[(String, String)],
+) -> Result<Option<String>, String> {
+    for source in &policy.user_sources {
+        match source {
+            UserSource::Header(name) => {
+                if let Some(v) = header(headers, name) {
+                    let v = v.trim();
+                    if !is_valid_tenant_id(v) {
+                        return Err(format!(
+                            "header {name} must be 1-64 characters of letters, digits and -_.@:"
+                        ));
+                    }
+                    return Ok(Some(v.to_string()));
+                }
+            }
+            UserSource::Principal => {
+                if let Some(p) =
+                    header(headers, PRINCIPAL_PSEUDO_HEADER).filter(|p| is_valid_principal(p))
+                {
+                    return Ok(Some(p.to_string()));
+                }
+            }
+        }
+    }
+    Ok(None)
 }
 
 fn header<'a>(headers: &'a [(String, String)], name: &str) -> Option<&'a str> {
@@ -57,6 +96,7 @@ pub fn hash_key(salt: &str, key: &str) -> String {
 /// it), not a silent fallback that would bill someone else.
 pub fn identify(policy: &TenantPolicy, headers: &[(String, String)]) -> Result<Identity, String> {
     let key_hash = api_key(headers).map(|k| hash_key(&policy.key_salt, k));
+    let user = identify_user(policy, headers)?;
     for source in &policy.sources {
         match source {
             TenantSource::Header(name) => {
@@ -71,6 +111,7 @@ pub fn identify(policy: &TenantPolicy, headers: &[(String, String)]) -> Result<I
                         tenant: v.to_string(),
                         source: "header",
                         key_hash,
+                        user,
                     });
                 }
             }
@@ -80,6 +121,7 @@ pub fn identify(policy: &TenantPolicy, headers: &[(String, String)]) -> Result<I
                         tenant: format!("key:{h}"),
                         source: "api-key",
                         key_hash,
+                        user,
                     });
                 }
             }
@@ -89,6 +131,7 @@ pub fn identify(policy: &TenantPolicy, headers: &[(String, String)]) -> Result<I
         tenant: policy.default.clone(),
         source: "default",
         key_hash,
+        user,
     })
 }
 
