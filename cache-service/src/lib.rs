@@ -7,6 +7,7 @@
 //! testable without sockets, [`run`] serves a bound listener until a shutdown future resolves.
 
 pub mod api;
+pub mod budget;
 pub mod breaker;
 pub mod embed;
 pub mod engine;
