@@ -12,6 +12,7 @@ pub mod breaker;
 pub mod embed;
 pub mod engine;
 pub mod index;
+pub mod ledger;
 pub mod metrics;
 pub mod model;
 pub mod rules;
