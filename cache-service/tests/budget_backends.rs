@@ -934,3 +934,25 @@ async fn redis_keys_hold_no_ids_and_expire() {
         }
     }
 }
+
+#[tokio::test]
+async fn redis_counters_saturate_instead_of_overflowing() {
+    let server = redis();
+    let b = on_redis(&server.url(), "sat").await;
+    b.put(usd("t", ScopeKind::Team, "search", Period::Day, 1.0))
+        .await
+        .unwrap();
+    let id = ann();
+    let now = t0();
+    for r in ["a", "b", "c"] {
+        let s = b
+            .settle(None, r, &id, charge(u64::MAX, u64::MAX, 1), now)
+            .await
+            .unwrap();
+        assert_eq!(s, SettleOutcome::Unreserved);
+    }
+    let u = usage_of(&b, "t", "team:search", now).await;
+    assert_eq!(u.spent, charge(9 * USD * 1_000_000, 9 * USD * 1_000_000, 3));
+    assert_eq!(u.remaining_pico, Some(0));
+    rejection(&b.admit(&id, &query(1, 1, 1), now).await.unwrap());
+}

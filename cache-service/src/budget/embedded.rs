@@ -2,12 +2,22 @@
 //!
 //! Every operation runs under one mutex: it checks and changes the memory state, queues the rows
 //! it changed (whole new values, or deletions) to the writer thread, releases the lock and waits
-//! until they are committed. The writer groups whatever is queued into one transaction and one
-//! `fsync` (group commit, as in [`crate::store::EmbeddedStore`]), in queue order, which is the
-//! order the changes were made in. So an acknowledged reservation or charge survives a crash,
-//! and one process never over-admits. If a commit fails the caller gets the error while the
-//! memory keeps the change (a reservation then holds budget until it expires; a charge may be
-//! lost at the next restart).
+//! until they are committed. The writer groups whatever is queued into one transaction (group
+//! commit, as in [`crate::store::EmbeddedStore`]), in queue order, which is the order the changes
+//! were made in, so one process never over-admits and the file always holds a prefix of the
+//! changes.
+//!
+//! Durability: definitions, settles and charges are committed with an `fsync` before they are
+//! acknowledged (money must not be lost). Reservations are acknowledged once queued (the admit
+//! path must not wait behind an `fsync`, which costs milliseconds), and they and expiries are
+//! committed without an `fsync`: they become durable with the next durable commit, at the
+//! latest [`SYNC_EVERY`] later, and on a clean shutdown. A crash can thus lose the last moment's
+//! reservations, which costs no money: their settles find no reservation and charge the
+//! identity's windows by request id instead (see `Budgets::settle`); until then the in-flight
+//! requests are not counted as reserved.
+//!
+//! If a commit fails the caller gets the error while the memory keeps the change (a reservation
+//! then holds budget until it expires; a charge may be lost at the next restart).
 //!
 //! Tables (`budget_` prefix, values JSON):
 //!
@@ -19,13 +29,15 @@
 //! | `budget_charged` | hash of a request id | forget-after time (ms) |
 //! | `budget_meta` | `"format"` | [`FORMAT`] |
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::path::{Path, PathBuf};
-use std::sync::{Mutex, MutexGuard, PoisonError, mpsc};
+use std::sync::mpsc::{self, RecvTimeoutError};
+use std::sync::{Mutex, MutexGuard, PoisonError};
 use std::thread::JoinHandle;
+use std::time::Instant;
 
 use async_trait::async_trait;
-use redb::{Database, ReadableDatabase, ReadableTable, TableDefinition};
+use redb::{Database, Durability, ReadableDatabase, ReadableTable, TableDefinition};
 use serde::{Deserialize, Serialize};
 use tokio::sync::oneshot;
 
@@ -48,6 +60,8 @@ pub const FORMAT: u64 = 1;
 
 /// Most jobs one write transaction takes from the queue.
 const MAX_BATCH: usize = 512;
+/// Longest time non-durable commits (reservations, expiries) wait for a durable one.
+pub const SYNC_EVERY: std::time::Duration = std::time::Duration::from_secs(1);
 
 #[derive(Clone, Debug, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
@@ -84,6 +98,15 @@ struct Mem {
     windows: HashMap<WindowKey, StoredWindow>,
     reservations: HashMap<String, StoredReservation>,
     charged: HashMap<String, u64>,
+    // Time indexes, so a sweep touches only what is due (the lock is held meanwhile).
+    /// Windows by keep-until.
+    windows_by_time: BTreeSet<(u64, WindowKey)>,
+    /// Active reservations by expiry.
+    expiring: BTreeSet<(u64, String)>,
+    /// Settled or expired reservations by forget time.
+    forgetting: BTreeSet<(u64, String)>,
+    /// Charge markers by forget time.
+    charged_by_time: BTreeSet<(u64, String)>,
 }
 
 /// One row to upsert (`Some`) or delete (`None`).
@@ -96,6 +119,8 @@ enum Write {
 
 struct Job {
     writes: Vec<Write>,
+    /// Needs an `fsync` before the reply.
+    durable: bool,
     reply: oneshot::Sender<Result<(), BudgetError>>,
 }
 
@@ -179,13 +204,18 @@ impl EmbeddedBudgetStore {
 
     /// Queues `writes` (call with the lock held, so the queue order is the change order) and
     /// returns the receiver of the commit result.
-    fn queue(&self, writes: Vec<Write>) -> Commit {
+    fn queue(&self, writes: Vec<Write>, durable: bool) -> Commit {
         if writes.is_empty() {
             return Commit(None);
         }
         let (reply, rx) = oneshot::channel();
+        let job = Job {
+            writes,
+            durable,
+            reply,
+        };
         match self.jobs.as_ref() {
-            Some(jobs) if jobs.send(Job { writes, reply }).is_ok() => Commit(Some(rx)),
+            Some(jobs) if jobs.send(job).is_ok() => Commit(Some(rx)),
             _ => Commit(Some({
                 let (tx, rx) = oneshot::channel();
                 let _ = tx.send(Err(unavailable("writer stopped")));
@@ -270,7 +300,7 @@ fn load(db: &Database) -> Result<Mem, BudgetError> {
         let (k, v) = row.map_err(storage)?;
         match serde_json::from_slice::<StoredWindow>(v.value()) {
             Ok(w) => {
-                mem.windows.insert(w.key.clone(), w);
+                mem.put_window(w);
             }
             Err(e) => tracing::warn!(row = k.value(), error = %e, "budget store: skipped window"),
         }
@@ -280,7 +310,7 @@ fn load(db: &Database) -> Result<Mem, BudgetError> {
         let (k, v) = row.map_err(storage)?;
         match serde_json::from_slice::<StoredReservation>(v.value()) {
             Ok(r) => {
-                mem.reservations.insert(k.value().to_owned(), r);
+                mem.put_reservation(k.value(), r);
             }
             Err(e) => tracing::warn!(error = %e, "budget store: skipped reservation"),
         }
@@ -292,14 +322,32 @@ fn load(db: &Database) -> Result<Mem, BudgetError> {
         .map_err(storage)?
     {
         let (k, v) = row.map_err(storage)?;
-        mem.charged.insert(k.value().to_owned(), v.value());
+        mem.put_charged(k.value().to_owned(), v.value());
     }
     Ok(mem)
 }
 
 fn writer_loop(db: &Database, rx: &mpsc::Receiver<Job>) {
     let mut batch = Vec::with_capacity(MAX_BATCH);
-    while let Ok(first) = rx.recv() {
+    // Time of the first non-durable commit since the last durable one.
+    let mut unsynced: Option<Instant> = None;
+    loop {
+        let first = match unsynced {
+            None => rx.recv().map_err(|_| RecvTimeoutError::Disconnected),
+            Some(since) => rx.recv_timeout(SYNC_EVERY.saturating_sub(since.elapsed())),
+        };
+        let first = match first {
+            Ok(job) => job,
+            Err(RecvTimeoutError::Timeout) => {
+                // Nothing queued for a while: make the last reservations durable.
+                match apply_batch(db, &[], true) {
+                    Ok(()) => unsynced = None,
+                    Err(e) => tracing::warn!(error = %e, "embedded budget store sync failed"),
+                }
+                continue;
+            }
+            Err(RecvTimeoutError::Disconnected) => break,
+        };
         batch.push(first);
         while batch.len() < MAX_BATCH {
             match rx.try_recv() {
@@ -307,7 +355,16 @@ fn writer_loop(db: &Database, rx: &mpsc::Receiver<Job>) {
                 Err(_) => break,
             }
         }
-        let result = apply_batch(db, &batch);
+        let durable = batch.iter().any(|j| j.durable)
+            || unsynced.is_some_and(|since| since.elapsed() >= SYNC_EVERY);
+        let result = apply_batch(db, &batch, durable);
+        if result.is_ok() {
+            unsynced = if durable {
+                None
+            } else {
+                unsynced.or_else(|| Some(Instant::now()))
+            };
+        }
         if let Err(e) = &result {
             tracing::warn!(error = %e, jobs = batch.len(), "embedded budget store write failed");
         }
@@ -319,10 +376,19 @@ fn writer_loop(db: &Database, rx: &mpsc::Receiver<Job>) {
             let _ = job.reply.send(r);
         }
     }
+    // Closed (the store was dropped): a clean shutdown keeps everything.
+    if unsynced.is_some()
+        && let Err(e) = apply_batch(db, &[], true)
+    {
+        tracing::warn!(error = %e, "embedded budget store final sync failed");
+    }
 }
 
-fn apply_batch(db: &Database, batch: &[Job]) -> Result<(), BudgetError> {
-    let tx = db.begin_write().map_err(unavailable)?;
+fn apply_batch(db: &Database, batch: &[Job], durable: bool) -> Result<(), BudgetError> {
+    let mut tx = db.begin_write().map_err(unavailable)?;
+    if !durable {
+        tx.set_durability(Durability::None).map_err(unavailable)?;
+    }
     {
         let mut defs = tx.open_table(DEFS).map_err(unavailable)?;
         let mut windows = tx.open_table(WINDOWS).map_err(unavailable)?;
@@ -357,6 +423,57 @@ fn apply_batch(db: &Database, batch: &[Job]) -> Result<(), BudgetError> {
 }
 
 impl Mem {
+    fn put_window(&mut self, w: StoredWindow) {
+        if let Some(old) = self.windows.get(&w.key) {
+            self.windows_by_time
+                .remove(&(old.keep_until_ms, old.key.clone()));
+        }
+        self.windows_by_time
+            .insert((w.keep_until_ms, w.key.clone()));
+        self.windows.insert(w.key.clone(), w);
+    }
+
+    fn remove_window(&mut self, key: &WindowKey) {
+        if let Some(old) = self.windows.remove(key) {
+            self.windows_by_time.remove(&(old.keep_until_ms, old.key));
+        }
+    }
+
+    fn put_reservation(&mut self, id: &str, r: StoredReservation) {
+        self.remove_reservation(id);
+        let entry = (
+            if r.state == ResState::Active {
+                r.expires_at_ms
+            } else {
+                r.forget_at_ms
+            },
+            id.to_owned(),
+        );
+        if r.state == ResState::Active {
+            self.expiring.insert(entry);
+        } else {
+            self.forgetting.insert(entry);
+        }
+        self.reservations.insert(id.to_owned(), r);
+    }
+
+    fn remove_reservation(&mut self, id: &str) {
+        if let Some(old) = self.reservations.remove(id) {
+            if old.state == ResState::Active {
+                self.expiring.remove(&(old.expires_at_ms, id.to_owned()));
+            } else {
+                self.forgetting.remove(&(old.forget_at_ms, id.to_owned()));
+            }
+        }
+    }
+
+    fn put_charged(&mut self, marker: String, forget_at_ms: u64) {
+        if let Some(old) = self.charged.insert(marker.clone(), forget_at_ms) {
+            self.charged_by_time.remove(&(old, marker.clone()));
+        }
+        self.charged_by_time.insert((forget_at_ms, marker));
+    }
+
     fn counters(&self, windows: &[WindowSpec]) -> Vec<Counters> {
         windows
             .iter()
@@ -377,10 +494,11 @@ impl Mem {
         reserve: Amounts,
         spend: Amounts,
     ) -> Result<Write, BudgetError> {
-        let w = self
+        let mut w = self
             .windows
-            .entry(spec.key.clone())
-            .or_insert_with(|| StoredWindow {
+            .get(&spec.key)
+            .cloned()
+            .unwrap_or_else(|| StoredWindow {
                 key: spec.key.clone(),
                 end_ms: spec.end_ms,
                 keep_until_ms: spec.keep_until_ms,
@@ -389,7 +507,9 @@ impl Mem {
         w.keep_until_ms = w.keep_until_ms.max(spec.keep_until_ms);
         w.counters.reserved = w.counters.reserved.plus(reserve);
         w.counters.spent = w.counters.spent.plus(spend);
-        Ok(Write::Window(window_row(&w.key), Some(json(w)?)))
+        let write = Write::Window(window_row(&w.key), Some(json(&w)?));
+        self.put_window(w);
+        Ok(write)
     }
 
     /// Releases `release` from and charges `charge` to an existing window (a forgotten window
@@ -416,7 +536,7 @@ impl BudgetStore for EmbeddedBudgetStore {
         let commit = {
             let mut mem = self.lock();
             mem.defs.insert(def.id.clone(), def.clone());
-            self.queue(vec![Write::Def(def.id.clone(), Some(bytes))])
+            self.queue(vec![Write::Def(def.id.clone(), Some(bytes))], true)
         };
         commit.wait().await
     }
@@ -430,7 +550,7 @@ impl BudgetStore for EmbeddedBudgetStore {
             } else {
                 Vec::new()
             };
-            (found, self.queue(writes))
+            (found, self.queue(writes, true))
         };
         commit.wait().await?;
         Ok(found)
@@ -481,14 +601,15 @@ impl BudgetStore for EmbeddedBudgetStore {
                 reservation_id.to_owned(),
                 Some(json(&r)?),
             ));
-            mem.reservations.insert(reservation_id.to_owned(), r);
+            mem.put_reservation(reservation_id, r);
             let after = mem.counters(windows);
             (
                 ReserveOutcome::Reserved { windows: after },
-                self.queue(writes),
+                self.queue(writes, false),
             )
         };
-        commit.wait().await?;
+        // Not waited for (see the module doc); a failed commit is logged by the writer.
+        drop(commit);
         Ok(outcome)
     }
 
@@ -524,8 +645,8 @@ impl BudgetStore for EmbeddedBudgetStore {
                 reservation_id.to_owned(),
                 Some(json(&settled)?),
             ));
-            mem.reservations.insert(reservation_id.to_owned(), settled);
-            self.queue(writes)
+            mem.put_reservation(reservation_id, settled);
+            self.queue(writes, true)
         };
         commit.wait().await?;
         Ok(SettleStatus::Settled)
@@ -550,8 +671,8 @@ impl BudgetStore for EmbeddedBudgetStore {
                 writes.push(mem.bump(w, Amounts::default(), charge)?);
             }
             writes.push(Write::Charged(marker.clone(), Some(forget)));
-            mem.charged.insert(marker, forget);
-            self.queue(writes)
+            mem.put_charged(marker, forget);
+            self.queue(writes, true)
         };
         commit.wait().await?;
         Ok(true)
@@ -561,55 +682,57 @@ impl BudgetStore for EmbeddedBudgetStore {
         let (n, commit) = {
             let mut mem = self.lock();
             let mut writes = Vec::new();
+            // Active reservations expired by now (inclusive).
             let due: Vec<String> = mem
-                .reservations
-                .iter()
-                .filter(|(_, r)| r.state == ResState::Active && r.expires_at_ms <= now_ms)
-                .map(|(id, _)| id.clone())
+                .expiring
+                .range(..(now_ms.saturating_add(1), String::new()))
+                .map(|(_, id)| id.clone())
                 .collect();
             for id in &due {
-                let Some(r) = mem.reservations.get_mut(id) else {
+                let Some(r) = mem.reservations.get(id).cloned() else {
                     continue;
                 };
-                r.state = ResState::Expired;
-                r.forget_at_ms = now_ms.saturating_add(TOMBSTONE_RETENTION_MS);
-                let r = r.clone();
-                for key in &r.windows {
-                    writes.extend(mem.adjust(key, r.amounts, Amounts::default())?);
+                let expired = StoredReservation {
+                    state: ResState::Expired,
+                    forget_at_ms: now_ms.saturating_add(TOMBSTONE_RETENTION_MS),
+                    ..r
+                };
+                for key in &expired.windows {
+                    writes.extend(mem.adjust(key, expired.amounts, Amounts::default())?);
                 }
-                writes.push(Write::Reservation(id.clone(), Some(json(&r)?)));
+                writes.push(Write::Reservation(id.clone(), Some(json(&expired)?)));
+                mem.put_reservation(id, expired);
             }
+            // Windows, tombstones and markers older than now (exclusive).
             let old_windows: Vec<WindowKey> = mem
-                .windows
-                .values()
-                .filter(|w| w.keep_until_ms < now_ms)
-                .map(|w| w.key.clone())
+                .windows_by_time
+                .range(..(now_ms, WindowKey::default()))
+                .map(|(_, k)| k.clone())
                 .collect();
             for key in old_windows {
-                mem.windows.remove(&key);
+                mem.remove_window(&key);
                 writes.push(Write::Window(window_row(&key), None));
             }
             let forgotten: Vec<String> = mem
-                .reservations
-                .iter()
-                .filter(|(_, r)| r.state != ResState::Active && r.forget_at_ms < now_ms)
-                .map(|(id, _)| id.clone())
+                .forgetting
+                .range(..(now_ms, String::new()))
+                .map(|(_, id)| id.clone())
                 .collect();
             for id in forgotten {
-                mem.reservations.remove(&id);
+                mem.remove_reservation(&id);
                 writes.push(Write::Reservation(id, None));
             }
-            let old_marks: Vec<String> = mem
-                .charged
-                .iter()
-                .filter(|(_, at)| **at < now_ms)
-                .map(|(k, _)| k.clone())
+            let old_marks: Vec<(u64, String)> = mem
+                .charged_by_time
+                .range(..(now_ms, String::new()))
+                .cloned()
                 .collect();
-            for k in old_marks {
+            for (at, k) in old_marks {
                 mem.charged.remove(&k);
+                mem.charged_by_time.remove(&(at, k.clone()));
                 writes.push(Write::Charged(k, None));
             }
-            (due.len() as u64, self.queue(writes))
+            (due.len() as u64, self.queue(writes, false))
         };
         commit.wait().await?;
         Ok(n)

@@ -29,7 +29,7 @@ use super::def::{BudgetDef, Limits};
 pub const TOMBSTONE_RETENTION_MS: u64 = 3_600_000;
 
 /// Identifies one window of one budget for one scope.
-#[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[derive(Clone, Debug, Default, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct WindowKey {
     pub budget_id: String,
