@@ -10,15 +10,18 @@
 //!   ([`Ledger::query`], grouping and totals in [`query`]) and exports ([`Export`], CSV/JSONL in
 //!   [`export`]) are built on `scan`, so every backend answers them the same way.
 //! - [`SpendQuery::from_query_pairs`] parses the `/v1/spend` query string.
+//! - [`MemoryLedger`] is a fake for tests of code that takes an `Arc<dyn Ledger>`.
 
 pub mod embedded;
 pub mod export;
+pub mod memory;
 pub mod query;
 pub mod redis_ledger;
 pub mod time;
 
 pub use embedded::EmbeddedLedger;
 pub use export::{Export, ExportPage, csv_header, csv_row, jsonl_row, render_csv, render_jsonl};
+pub use memory::MemoryLedger;
 pub use query::{
     Format, GroupBy, QueryError, SpendFilter, SpendQuery, SpendReport, SpendRow, TimeRange,
 };
@@ -319,6 +322,11 @@ pub async fn open(config: &LedgerConfig) -> Result<Arc<dyn Ledger>, LedgerError>
             Arc::new(RedisLedger::connect_with(url, opts).await?)
         }
     })
+}
+
+/// The records of `range` matching `filter`, in ledger order, page by page (see [`Export`]).
+pub fn export(ledger: Arc<dyn Ledger>, range: TimeRange, filter: SpendFilter) -> Export {
+    Export::new(ledger, range, filter)
 }
 
 /// Unix milliseconds now.
