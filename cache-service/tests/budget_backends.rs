@@ -740,6 +740,81 @@ async fn embedded_survives_reopen() {
     assert_eq!((u.spent.cost_pico, u.reserved.cost_pico), (3 * USD, 0));
 }
 
+/// Run as a child process by `embedded_acknowledged_settles_survive_a_crash`: admits and
+/// settles until killed, printing each acknowledged settle.
+#[tokio::test]
+#[ignore = "child process of embedded_acknowledged_settles_survive_a_crash"]
+async fn crash_child_settler() {
+    let Ok(path) = std::env::var("TOLLGATE_BUDGET_CRASH_DB") else {
+        return;
+    };
+    let b = embedded(std::path::Path::new(&path)).await;
+    b.put(usd("t", ScopeKind::Team, "search", Period::Day, 1000.0))
+        .await
+        .unwrap();
+    let id = ann();
+    for i in 0.. {
+        let d = b.admit(&id, &query(USD, 1, 1), t0()).await.unwrap();
+        let s = b
+            .settle(
+                d.reservation_id.as_deref(),
+                &format!("r{i}"),
+                &id,
+                charge(USD / 2, 1, 1),
+                t0(),
+            )
+            .await
+            .unwrap();
+        assert_eq!(s, SettleOutcome::Reservation);
+        println!("settled {i}");
+    }
+}
+
+#[tokio::test]
+async fn embedded_acknowledged_settles_survive_a_crash() {
+    use std::io::BufRead;
+    let dir = TempDir(temp_path("crash"));
+    let path = dir.0.join("budgets.redb");
+    let mut child = std::process::Command::new(std::env::current_exe().unwrap())
+        .args([
+            "--exact",
+            "crash_child_settler",
+            "--ignored",
+            "--nocapture",
+            "--test-threads",
+            "1",
+        ])
+        .env("TOLLGATE_BUDGET_CRASH_DB", &path)
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut acked = None;
+    for line in std::io::BufReader::new(child.stdout.take().unwrap()).lines() {
+        if let Some(i) = line.unwrap().strip_prefix("settled ") {
+            let i: u64 = i.parse().unwrap();
+            acked = Some(i);
+            if i >= 30 {
+                break;
+            }
+        }
+    }
+    child.kill().unwrap(); // SIGKILL, mid-write
+    child.wait().unwrap();
+    let acked = acked.expect("child settled nothing");
+    let b = embedded(&path).await;
+    let u = usage_of(&b, "t", "team:search", t0()).await;
+    // Every acknowledged settle is there (the child may have settled one more before the kill);
+    // at most the last reservation is still held.
+    let settled = u.spent.cost_pico / (USD / 2);
+    assert!(
+        (acked + 1..=acked + 3).contains(&settled),
+        "acked {acked}, found {settled} settles"
+    );
+    assert_eq!(u.spent.input_tokens, settled);
+    assert!(u.reserved.cost_pico <= USD, "{u:?}");
+}
+
 #[tokio::test]
 async fn embedded_refuses_a_file_it_cannot_create() {
     let dir = TempDir(temp_path("bad"));
