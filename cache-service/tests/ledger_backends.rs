@@ -787,6 +787,17 @@ async fn embedded_concurrent_appends_are_deduplicated() {
 }
 
 #[tokio::test]
+async fn embedded_open_twice_is_refused_while_open() {
+    let dir = TempDir(temp_path("twice"));
+    let path = dir.0.join("ledger.redb");
+    let first = EmbeddedLedger::open(&path).await.unwrap();
+    let err = EmbeddedLedger::open(&path).await.unwrap_err();
+    assert!(err.to_string().contains("ledger unavailable"), "{err}");
+    drop(first);
+    EmbeddedLedger::open(&path).await.unwrap();
+}
+
+#[tokio::test]
 async fn embedded_refuses_a_file_of_another_format() {
     let dir = TempDir(temp_path("format"));
     let path = dir.0.join("ledger.redb");

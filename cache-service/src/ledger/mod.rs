@@ -244,7 +244,8 @@ pub const QUERY_PAGE: usize = 2000;
 pub trait Ledger: Send + Sync + 'static {
     /// Stores the records whose `request_id` is not stored yet (a re-sent record, also one
     /// repeated within `records`, is skipped; the first write wins). Returns how many were new.
-    /// When it returns `Ok`, the records are durable.
+    /// When it returns `Ok`, the records are durable. On `Err`, some of them may be stored
+    /// (Redis writes a large batch in several scripts): retrying the whole batch is safe.
     async fn append(&self, records: &[LedgerRecord]) -> Result<u64, LedgerError>;
 
     /// Up to `limit` records in [`Position`] order, from `from`, with `time_ms < to_ms`.
