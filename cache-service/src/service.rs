@@ -8,8 +8,11 @@ use clap::{Args, Parser, Subcommand};
 use serde::Deserialize;
 
 use crate::api::AppState;
+use crate::breaker::{AnomalyConfig, AnomalyDetector, BreakerConfig, SpendBreaker};
+use crate::budget::{BudgetConfig, BudgetOptions, Budgets};
 use crate::embed::{BatchConfig, Batcher, Device, OnnxConfig, OnnxEmbedder};
 use crate::engine::{CacheSettings, Engine, SemanticMode};
+use crate::ledger::LedgerConfig;
 use crate::metrics::Metrics;
 use crate::rules::{RawRules, Rules};
 use crate::store::Store;
@@ -78,6 +81,28 @@ pub struct ServeArgs {
 pub struct FileConfig {
     #[serde(default)]
     pub cache: RawCacheConfig,
+    #[serde(default)]
+    pub budgets: RawBudgetsConfig,
+}
+
+/// `budgets` in the configuration file (budget definitions themselves live in the store and are
+/// managed through the admin API).
+#[derive(Debug, Default, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct RawBudgetsConfig {
+    /// How long an unfinished request's reservation holds budget. Default 600 s.
+    #[serde(default)]
+    pub reservation_ttl_seconds: Option<u64>,
+    /// How soon a replica sees budget definitions changed through another replica. Default 1 s.
+    #[serde(default)]
+    pub definitions_refresh_ms: Option<u64>,
+    /// Ledger retention. Default 400 days.
+    #[serde(default)]
+    pub ledger_retention_days: Option<u32>,
+    #[serde(default)]
+    pub breaker: Option<BreakerConfig>,
+    #[serde(default)]
+    pub anomaly: Option<AnomalyConfig>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -180,6 +205,12 @@ pub fn load_file_config(path: Option<&PathBuf>) -> Result<FileConfig, String> {
 pub async fn build(args: &ServeArgs) -> Result<Arc<AppState>, String> {
     let file = load_file_config(args.config.as_ref())?;
     let settings = file.cache.compile()?;
+    if let Some(b) = &file.budgets.breaker {
+        b.validate()?;
+    }
+    if let Some(a) = &file.budgets.anomaly {
+        a.validate()?;
+    }
     let metrics = Arc::new(Metrics::new());
     let store: Arc<dyn Store> = match &args.redis_url {
         Some(url) => Arc::new(
@@ -227,9 +258,55 @@ pub async fn build(args: &ServeArgs) -> Result<Arc<AppState>, String> {
     let engine = Engine::start(settings, store, embedder, metrics.clone())
         .await
         .map_err(|e| e.to_string())?;
-    Ok(Arc::new(AppState {
+    let retention_days = file
+        .budgets
+        .ledger_retention_days
+        .unwrap_or(crate::ledger::DEFAULT_RETENTION_DAYS);
+    let (budget_cfg, ledger_cfg) = match &args.redis_url {
+        Some(url) => (
+            BudgetConfig::Redis {
+                url: url.clone(),
+                namespace: args.redis_namespace.clone(),
+            },
+            LedgerConfig::Redis {
+                url: url.clone(),
+                namespace: args.redis_namespace.clone(),
+                retention_days,
+            },
+        ),
+        None => (
+            BudgetConfig::Embedded {
+                path: args.data_dir.join("budgets.redb"),
+            },
+            LedgerConfig::Embedded {
+                path: args.data_dir.join("ledger.redb"),
+                retention_days,
+            },
+        ),
+    };
+    let mut opts = BudgetOptions::default();
+    if let Some(t) = file.budgets.reservation_ttl_seconds {
+        opts.reservation_ttl_ms = t.saturating_mul(1000).max(1000);
+    }
+    if let Some(r) = file.budgets.definitions_refresh_ms {
+        opts.defs_refresh_ms = r;
+    }
+    let budgets = Arc::new(
+        Budgets::open_with(&budget_cfg, opts)
+            .await
+            .map_err(|e| format!("budget store: {e}"))?,
+    );
+    crate::budget::spawn_sweeper(budgets.clone(), std::time::Duration::from_secs(5));
+    let ledger = crate::ledger::open(&ledger_cfg)
+        .await
+        .map_err(|e| format!("ledger: {e}"))?;
+    Ok(Arc::new(AppState::new(
         engine,
         metrics,
-        admin_token: args.admin_token.clone().filter(|t| !t.is_empty()),
-    }))
+        args.admin_token.clone().filter(|t| !t.is_empty()),
+        budgets,
+        ledger,
+        file.budgets.breaker.map(SpendBreaker::new),
+        file.budgets.anomaly.map(AnomalyDetector::new),
+    )))
 }

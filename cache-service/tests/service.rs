@@ -19,8 +19,11 @@ use std::time::Duration;
 use axum::body::Body;
 use axum::http::{Request, StatusCode};
 use serde_json::{Value, json};
+use tollgate_cache_service::breaker::{AnomalyDetector, SpendBreaker};
+use tollgate_cache_service::budget::Budgets;
 use tollgate_cache_service::embed::{BatchConfig, Batcher, FakeEmbedder};
 use tollgate_cache_service::engine::Engine;
+use tollgate_cache_service::ledger::{self, LedgerConfig};
 use tollgate_cache_service::metrics::Metrics;
 use tollgate_cache_service::service::{self, FileConfig, ServeArgs};
 use tollgate_cache_service::store::{EmbeddedStore, RedisStore, Store};
@@ -61,7 +64,13 @@ impl Drop for TempDir {
 /// 0.9 unless they set one (the near-duplicates below score 0.90-0.95 with it).
 const FAKE_THRESHOLD: f64 = 0.9;
 
-async fn state_on(store: Arc<dyn Store>, mut config: Value) -> Arc<AppState> {
+/// The service's other stores (budgets, ledger) next to the cache store.
+enum Backing<'a> {
+    Dir(&'a TempDir),
+    Redis(String),
+}
+
+async fn state_on(store: Arc<dyn Store>, backing: Backing<'_>, mut config: Value) -> Arc<AppState> {
     let semantic = config
         .as_object_mut()
         .unwrap()
@@ -86,16 +95,40 @@ async fn state_on(store: Arc<dyn Store>, mut config: Value) -> Arc<AppState> {
     let engine = Engine::start(settings, store, Some(embedder), metrics.clone())
         .await
         .unwrap();
-    Arc::new(AppState {
+    let (budgets, ledger) = match backing {
+        Backing::Dir(d) => (
+            Budgets::open_embedded(d.0.join("budgets.redb"))
+                .await
+                .unwrap(),
+            ledger::open(&LedgerConfig::embedded_in(&d.0))
+                .await
+                .unwrap(),
+        ),
+        Backing::Redis(url) => (
+            Budgets::open_redis(&url, "svc").await.unwrap(),
+            ledger::open(&LedgerConfig::Redis {
+                url,
+                namespace: "svc".into(),
+                retention_days: 30,
+            })
+            .await
+            .unwrap(),
+        ),
+    };
+    Arc::new(AppState::new(
         engine,
         metrics,
-        admin_token: Some(TOKEN.into()),
-    })
+        Some(TOKEN.into()),
+        Arc::new(budgets),
+        ledger,
+        file.budgets.breaker.map(SpendBreaker::new),
+        file.budgets.anomaly.map(AnomalyDetector::new),
+    ))
 }
 
 async fn embedded(dir: &TempDir, config: Value) -> Arc<AppState> {
     let store = EmbeddedStore::open(dir.0.join("cache.redb")).await.unwrap();
-    state_on(Arc::new(store), config).await
+    state_on(Arc::new(store), Backing::Dir(dir), config).await
 }
 
 async fn call(state: &Arc<AppState>, method: &str, path: &str, body: Value) -> (StatusCode, Value) {
@@ -497,11 +530,15 @@ async fn invalidation_by_tenant_model_or_everything_needs_the_admin_token() {
 async fn admin_routes_are_disabled_without_a_token() {
     let dir = TempDir::new("noadmin");
     let s = embedded(&dir, json!({})).await;
-    let s = Arc::new(AppState {
-        engine: s.engine.clone(),
-        metrics: s.metrics.clone(),
-        admin_token: None,
-    });
+    let s = Arc::new(AppState::new(
+        s.engine.clone(),
+        s.metrics.clone(),
+        None,
+        s.budgets.clone(),
+        s.ledger.clone(),
+        None,
+        None,
+    ));
     let (st, v) = call(&s, "POST", "/v1/cache/invalidate", json!({})).await;
     assert_eq!(st, StatusCode::FORBIDDEN);
     assert!(
@@ -652,11 +689,13 @@ async fn two_replicas_on_one_redis_share_entries() {
     let server = redis();
     let a = state_on(
         Arc::new(RedisStore::connect(&server.url(), "svc").await.unwrap()),
+        Backing::Redis(server.url()),
         json!({}),
     )
     .await;
     let b = state_on(
         Arc::new(RedisStore::connect(&server.url(), "svc").await.unwrap()),
+        Backing::Redis(server.url()),
         json!({}),
     )
     .await;
@@ -701,6 +740,7 @@ async fn two_replicas_on_one_redis_share_entries() {
     prime(&a, &ask("acme", Q), A).await;
     let c = state_on(
         Arc::new(RedisStore::connect(&server.url(), "svc").await.unwrap()),
+        Backing::Redis(server.url()),
         json!({}),
     )
     .await;
