@@ -830,3 +830,106 @@ fn the_default_threshold_is_the_documented_one() {
         std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../README.md")).unwrap();
     assert!(readme.contains("\"threshold\": 0.95"));
 }
+
+#[tokio::test]
+async fn the_spend_breaker_pauses_non_exempt_traffic() {
+    use tollgate_wire::admit::{BudgetQuery, BudgetVerdict, Identity};
+    let dir = TempDir::new("breaker");
+    let s = embedded(
+        &dir,
+        json!({"budgets": {
+            "breaker": {"windowSeconds": 60, "maxUsd": 0.000001, "exemptTeams": ["checkout"]},
+            "anomaly": {"factor": 2.0, "trailingDays": 7, "minUsd": 0.0}
+        }}),
+    )
+    .await;
+    let admit_as = |team: &'static str| {
+        let mut a = ask(team, "Summarise this for me please");
+        (a.lookup, a.store) = (false, false);
+        let mut r = a.request();
+        r.identity = Some(Identity {
+            org: "acme".into(),
+            team: team.into(),
+            user: None,
+            key: None,
+        });
+        r.budget = Some(BudgetQuery {
+            input_tokens: 10,
+            max_output_tokens: 10,
+            max_cost_pico: Some(1000),
+        });
+        r
+    };
+    let req = admit_as("search");
+    let resp = admit(&s, &req).await;
+    assert_eq!(resp.budget.as_ref().unwrap().verdict, BudgetVerdict::Allow);
+    // 2 micro-USD spent within the window: above the 1 micro-USD breaker.
+    let mut rec = record(&req, &resp, 200, "x");
+    rec.cost_pico = Some(2_000_000);
+    settle(&s, vec![rec]).await;
+    let resp = admit(&s, &admit_as("search")).await;
+    let b = resp.budget.unwrap();
+    assert_eq!(b.verdict, BudgetVerdict::Reject);
+    let r = b.rejection.unwrap();
+    assert_eq!(
+        (r.code.as_str(), r.scope.as_str()),
+        ("budget_exceeded", "org:acme")
+    );
+    assert!(r.retry_after_seconds.is_some());
+    let resp = admit(&s, &admit_as("checkout")).await;
+    assert_eq!(resp.budget.unwrap().verdict, BudgetVerdict::Allow);
+    let (_, m) = call(&s, "GET", "/metrics", json!({})).await;
+    assert!(
+        m.as_str()
+            .unwrap()
+            .contains("tollgate_budget_admits_total{verdict=\"breaker\"} 1"),
+        "{m}"
+    );
+}
+
+#[tokio::test]
+async fn budget_admin_api_validates_and_needs_the_token() {
+    let dir = TempDir::new("budget-admin");
+    let s = embedded(&dir, json!({})).await;
+    let (st, _) = call_raw(&s, "GET", "/v1/budgets", String::new(), None).await;
+    assert_eq!(st, StatusCode::UNAUTHORIZED);
+    let (st, v) = call(
+        &s,
+        "PUT",
+        "/v1/budgets/b1",
+        json!({"scope": "team", "target": "search", "period": "fortnight", "limitUsd": 1}),
+    )
+    .await;
+    assert_eq!(st, StatusCode::BAD_REQUEST, "{v}");
+    assert!(
+        v["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("fortnight"),
+        "{v}"
+    );
+    let (st, v) = call(
+        &s,
+        "PUT",
+        "/v1/budgets/b1",
+        json!({"scope": "team", "target": "search", "period": "day", "limitUsd": 1}),
+    )
+    .await;
+    assert_eq!(st, StatusCode::OK, "{v}");
+    assert_eq!(v["id"], "b1");
+    let (_, v) = call(&s, "GET", "/v1/budgets", json!({})).await;
+    assert_eq!(v["budgets"].as_array().unwrap().len(), 1);
+    let (st, v) = call(&s, "GET", "/v1/budgets/usage?scope=team:search", json!({})).await;
+    assert_eq!(st, StatusCode::OK);
+    assert_eq!(v["usage"][0]["remainingPico"], 1_000_000_000_000u64);
+    let (st, _) = call(&s, "DELETE", "/v1/budgets/b1", json!({})).await;
+    assert_eq!(st, StatusCode::OK);
+    let (st, _) = call(&s, "DELETE", "/v1/budgets/b1", json!({})).await;
+    assert_eq!(st, StatusCode::NOT_FOUND);
+    let (st, v) = call(&s, "GET", "/v1/spend?group_by=planet", json!({})).await;
+    assert_eq!(st, StatusCode::BAD_REQUEST);
+    assert!(
+        v["error"]["message"].as_str().unwrap().contains("group_by"),
+        "{v}"
+    );
+}
