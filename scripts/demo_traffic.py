@@ -73,6 +73,28 @@ def cold_cache():
     print(f"cache: {n} entries from earlier runs invalidated")
 
 
+def admin(method, path, body=None):
+    import json
+    import os
+    import urllib.request
+    port = os.environ.get("TOLLGATE_CACHE_PORT", "8090")
+    token = os.environ.get("TOLLGATE_ADMIN_TOKEN", "demo-admin-token")
+    data = json.dumps(body).encode() if body is not None else None
+    req = urllib.request.Request(f"http://127.0.0.1:{port}{path}", data=data, method=method,
+                                 headers={"authorization": f"Bearer {token}", "content-type": "application/json"})
+    with urllib.request.urlopen(req, timeout=5) as r:
+        return json.load(r)
+
+
+def budgets():
+    """Budgets live in the cache service (admin API); PUT is idempotent."""
+    admin("PUT", "/v1/budgets/interns-daily",
+          {"scope": "team", "target": "interns", "period": "day", "limitUsd": 0.00012})
+    admin("PUT", "/v1/budgets/frugal-monthly",
+          {"scope": "team", "target": "frugal", "period": "month", "limitUsd": 5.0,
+           "softFraction": 0.000001, "downgradeTo": "gpt-4o-mini"})
+
+
 def settle():
     """Stored answers reach the cache service in batches (every 200 ms): let one go out."""
     time.sleep(0.6)
@@ -135,6 +157,20 @@ def main():
     chat_stream("support-faq", "gpt-4o-mini", "Explain the difference between TCP and UDP.", True,
                 "paraphrase, replayed as SSE", temperature=0)
     chat("search-team", "gpt-4o-mini", faq, "another tenant: isolated", temperature=0)
+
+    # Budgets (reserve the worst case on admit, settle the actual cost): a soft limit downgrades
+    # to a cheaper model, a hard limit answers 429 in the provider's shape.
+    budgets()
+    chat("frugal", "gpt-4o", "Name three uses of a hash map.", "soft limit: downgraded", max_tokens=60)
+    for i in range(6):
+        try:
+            chat("interns", "gpt-4o-mini", f"Give me fun fact number {i} about octopuses.",
+                 "within the daily budget", max_tokens=60)
+            settle()
+        except openai.RateLimitError as e:
+            rows.append(("interns", "chat", "gpt-4o-mini", "-", "-", "-", "-",
+                         f"rejected 429: {e.body['code']}, retry-after {e.response.headers.get('retry-after')} s"))
+            break
 
     # No tenant header: the tenant is a hash of the API key (the key itself is never stored).
     raw = oai(None, key="sk-team-without-header").chat.completions.with_raw_response.create(

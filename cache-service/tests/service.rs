@@ -763,6 +763,7 @@ async fn real_model_serves_paraphrases_and_guards_near_misses_at_the_default_thr
         model_dir: None,
         ort_dylib: None,
         embed_threads: 2,
+        embed_batch_window_ms: 0,
         device: "cpu".into(),
     };
     let s = service::build(&args)

@@ -76,6 +76,7 @@ impl CacheService {
             model_dir: None,
             ort_dylib: None,
             embed_threads: 2,
+            embed_batch_window_ms: 0,
             device: "cpu".into(),
         };
         let (ready_tx, ready_rx) = std::sync::mpsc::channel();
