@@ -7,6 +7,7 @@
 //! - [`pricing`], [`governance`], [`tenant`], [`metrics`], [`error`], [`config`], [`json`].
 
 pub mod cachekey;
+pub mod complexity;
 pub mod config;
 pub mod count;
 pub mod error;
