@@ -97,6 +97,7 @@ mod anthropic;
 mod ids;
 pub mod inject;
 mod openai;
+pub mod pool;
 mod stream;
 pub mod text;
 pub mod tokens;
