@@ -18,6 +18,7 @@ pub mod metrics;
 pub mod pricing;
 pub mod render;
 pub mod request;
+pub mod routing;
 pub mod tenant;
 pub mod usage;
 
