@@ -20,6 +20,7 @@ pub mod render;
 pub mod request;
 pub mod routing;
 pub mod tenant;
+pub mod trim;
 pub mod usage;
 
 pub use config::Config;
