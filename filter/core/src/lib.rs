@@ -15,6 +15,7 @@ pub mod exchange;
 pub mod governance;
 pub mod json;
 pub mod metrics;
+pub mod prefix;
 pub mod pricing;
 pub mod render;
 pub mod request;
