@@ -326,6 +326,14 @@ impl<H: Host> Stream<H> {
             self.exchange
                 .on_request_body(&cfg, &mut plugin.cache, body_size, end_of_stream, read)
         };
+        for (name, value) in self.exchange.take_upstream_headers() {
+            if let Err(e) = self.host.set_request_header(&name, &value) {
+                self.warn(&format!(
+                    "cannot set request header {name}: host status {}",
+                    e.0
+                ));
+            }
+        }
         match verdict {
             BodyVerdict::Buffer => Flow::Pause,
             BodyVerdict::Continue { body } => {
@@ -589,6 +597,12 @@ mod tests {
         }
         fn remove_request_header(&self, name: &str) -> Result<(), HostError> {
             self.req_headers.borrow_mut().retain(|(k, _)| k != name);
+            Ok(())
+        }
+        fn set_request_header(&self, name: &str, value: &str) -> Result<(), HostError> {
+            let mut h = self.req_headers.borrow_mut();
+            h.retain(|(k, _)| k != name);
+            h.push((name.into(), value.into()));
             Ok(())
         }
         fn set_response_header(&self, name: &str, value: &str) -> Result<(), HostError> {

@@ -19,6 +19,8 @@ pub trait Host {
     fn request_headers(&self) -> Result<Vec<(String, String)>, HostError>;
     fn response_headers(&self) -> Result<Vec<(String, String)>, HostError>;
     fn remove_request_header(&self, name: &str) -> Result<(), HostError>;
+    /// Sets (replaces) a request header; Envoy re-evaluates the route when request headers change.
+    fn set_request_header(&self, name: &str, value: &str) -> Result<(), HostError>;
     fn set_response_header(&self, name: &str, value: &str) -> Result<(), HostError>;
     fn request_body(&self, size: usize) -> Result<Vec<u8>, HostError>;
     fn replace_request_body(&self, old_size: usize, body: &[u8]) -> Result<(), HostError>;
@@ -63,6 +65,9 @@ impl Host for EnvoyHost {
     }
     fn remove_request_header(&self, name: &str) -> Result<(), HostError> {
         abi::remove_header(MapType::HttpRequestHeaders, name)
+    }
+    fn set_request_header(&self, name: &str, value: &str) -> Result<(), HostError> {
+        abi::set_header(MapType::HttpRequestHeaders, name, value)
     }
     fn set_response_header(&self, name: &str, value: &str) -> Result<(), HostError> {
         abi::set_header(MapType::HttpResponseHeaders, name, value)

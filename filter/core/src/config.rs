@@ -39,6 +39,64 @@ pub struct RawConfig {
     /// Budget enforcement through the cache service (needs `cache`). Absent: not enforced.
     #[serde(default)]
     pub budgets: Option<RawBudgets>,
+    /// Model routing rules (rewrite `model`, set an upstream route header).
+    #[serde(default)]
+    pub routing: Option<crate::routing::RawRouting>,
+    /// Context trimming: drop the oldest turns to fit an input-token limit.
+    #[serde(default)]
+    pub trimming: Option<RawTrimming>,
+    /// Provider prefix-cache hints.
+    #[serde(default)]
+    pub prefix_hints: Option<RawPrefixHints>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct RawTrimming {
+    /// Input-token limit for every route (absent: only the routes below are trimmed).
+    pub max_input_tokens: Option<u64>,
+    /// Per route path prefix (`/v1/chat/completions`), overriding the global limit.
+    #[serde(default)]
+    pub routes: HashMap<String, u64>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct RawPrefixHints {
+    /// Send `x-tollgate-prefix-key` upstream (for ring-hash / maglev over self-hosted pools).
+    /// Default true.
+    pub header: Option<bool>,
+    /// Tokens per hashed block. Default 256.
+    pub block_tokens: Option<usize>,
+    /// Set OpenAI's `prompt_cache_key` when the client did not. Default true.
+    pub openai_prompt_cache_key: Option<bool>,
+}
+
+/// Validated trimming limits.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct TrimPolicy {
+    pub max_input_tokens: Option<u64>,
+    /// Longest prefix first.
+    pub routes: Vec<(String, u64)>,
+}
+
+impl TrimPolicy {
+    /// The limit for a request path, if any.
+    pub fn limit_for(&self, path: &str) -> Option<u64> {
+        self.routes
+            .iter()
+            .find(|(p, _)| path.starts_with(p.as_str()))
+            .map(|(_, l)| *l)
+            .or(self.max_input_tokens)
+    }
+}
+
+/// Validated prefix-hint settings.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct PrefixPolicy {
+    pub header: bool,
+    pub block_tokens: usize,
+    pub openai_prompt_cache_key: bool,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -316,6 +374,9 @@ pub struct Config {
     pub stop_on_headers: bool,
     pub cache: Option<CachePolicy>,
     pub budgets: Option<BudgetPolicy>,
+    pub routing: Option<crate::routing::RoutingPolicy>,
+    pub trimming: Option<TrimPolicy>,
+    pub prefix: Option<PrefixPolicy>,
 }
 
 /// Validated cache-service settings.
@@ -575,9 +636,50 @@ impl TryFrom<RawConfig> for Config {
             }
         };
 
+        let routing = match raw.routing.clone() {
+            None => None,
+            Some(r) => Some(
+                crate::routing::RoutingPolicy::try_from(r).map_err(|e| format!("routing: {e}"))?,
+            ),
+        };
+        let trimming = match &raw.trimming {
+            None => None,
+            Some(t) => {
+                let mut routes: Vec<(String, u64)> =
+                    t.routes.iter().map(|(k, v)| (k.clone(), *v)).collect();
+                routes.sort_by(|a, b| b.0.len().cmp(&a.0.len()).then(a.0.cmp(&b.0)));
+                if t.max_input_tokens == Some(0) || routes.iter().any(|(_, l)| *l == 0) {
+                    return Err("trimming: maxInputTokens must be positive".into());
+                }
+                Some(TrimPolicy {
+                    max_input_tokens: t.max_input_tokens,
+                    routes,
+                })
+            }
+        };
+        let prefix = match &raw.prefix_hints {
+            None => None,
+            Some(p) => {
+                let block_tokens = p
+                    .block_tokens
+                    .unwrap_or(crate::prefix::DEFAULT_BLOCK_TOKENS);
+                if !(16..=8192).contains(&block_tokens) {
+                    return Err("prefixHints.blockTokens must be between 16 and 8192".into());
+                }
+                Some(PrefixPolicy {
+                    header: p.header.unwrap_or(true),
+                    block_tokens,
+                    openai_prompt_cache_key: p.openai_prompt_cache_key.unwrap_or(true),
+                })
+            }
+        };
+
         Ok(Config {
             cache,
             budgets,
+            routing,
+            trimming,
+            prefix,
             tenant: TenantPolicy {
                 sources,
                 default: default_tenant,

@@ -146,9 +146,13 @@ pub struct BudgetInfo {
     pub reservation_id: Option<String>,
     /// Remaining USD budget of the tightest scope after admit (pico-USD).
     pub remaining_pico: Option<u64>,
-    /// The model the client asked for, when a downgrade changed it.
+    /// The model the client asked for, when a downgrade or a routing rule changed it.
     pub requested_model: Option<String>,
     pub route: Option<String>,
+    /// Estimated saving of a routing decision (pico-USD).
+    pub routing_saved_pico: u64,
+    /// Prompt tokens removed by context trimming.
+    pub trimmed_tokens: u64,
 }
 
 impl Outcome {
@@ -259,6 +263,24 @@ impl Outcome {
             };
             f(Counter::CacheRequests, &tc, 1);
         }
+        if self
+            .budget
+            .route
+            .as_deref()
+            .is_some_and(|r| r.starts_with("rule:"))
+        {
+            f(Counter::Routed, &tm, 1);
+            if self.budget.routing_saved_pico > 0 {
+                f(
+                    Counter::RoutingSavedMicroUsd,
+                    &tm,
+                    crate::pricing::pico_to_micro(self.budget.routing_saved_pico),
+                );
+            }
+        }
+        if self.budget.trimmed_tokens > 0 {
+            f(Counter::TrimmedTokens, &tm, self.budget.trimmed_tokens);
+        }
         if self.saved_pico > 0 {
             f(
                 Counter::SavedMicroUsd,
@@ -340,9 +362,16 @@ pub struct Exchange {
     /// Used when the request carries no `x-request-id`.
     fallback_id: String,
     request_id: String,
+    /// Request headers to set before the request goes upstream (route header, prefix key).
+    upstream_headers: Vec<(String, String)>,
 }
 
 impl Exchange {
+    /// Request headers the glue must set on the (paused) request after the body callback.
+    pub fn take_upstream_headers(&mut self) -> Vec<(String, String)> {
+        std::mem::take(&mut self.upstream_headers)
+    }
+
     pub fn new() -> Self {
         Exchange::default()
     }
@@ -508,6 +537,21 @@ impl Exchange {
         } else {
             json::apply(&body, &decision.edits)
         };
+        let shaped = self.shape(
+            cfg,
+            cache,
+            api,
+            &route,
+            &identity.tenant,
+            &body,
+            new_body,
+            req,
+            decision,
+        );
+        let (req, decision, new_body, shaping) = match shaped {
+            Ok(x) => x,
+            Err(rej) => return BodyVerdict::Reply(self.reject(api, &identity.tenant, rej)),
+        };
         let price = cfg.prices.lookup(&req.model).map(|(_, info)| info.price);
         let mut flight = Flight {
             identity,
@@ -518,7 +562,7 @@ impl Exchange {
             cache: None,
             store: None,
             keys: None,
-            budget: BudgetInfo::default(),
+            budget: shaping,
             body: None,
         };
         let Some(cache_cfg) = &cfg.cache else {
@@ -613,6 +657,148 @@ impl Exchange {
         }
     }
 
+    /// Context trimming, model routing and prefix-cache hints, in that order, on the body as
+    /// governance left it. Returns the (re-parsed) request, the max-tokens decision, the body to
+    /// send (when changed) and what was done; request headers to set go to `upstream_headers`.
+    #[allow(clippy::too_many_arguments)]
+    fn shape(
+        &mut self,
+        cfg: &Config,
+        cache: &mut CountCache,
+        api: Api,
+        route: &str,
+        tenant: &str,
+        original: &[u8],
+        new_body: Option<Vec<u8>>,
+        req: ParsedRequest,
+        decision: MaxTokensDecision,
+    ) -> Result<
+        (
+            ParsedRequest,
+            MaxTokensDecision,
+            Option<Vec<u8>>,
+            BudgetInfo,
+        ),
+        Rejection,
+    > {
+        let mut info = BudgetInfo::default();
+        if cfg.routing.is_none() && cfg.trimming.is_none() && cfg.prefix.is_none() {
+            return Ok((req, decision, new_body, info));
+        }
+        let mut current = new_body.clone().unwrap_or_else(|| original.to_vec());
+        let Ok(mut value) = serde_json::from_slice::<serde_json::Value>(&current) else {
+            return Ok((req, decision, new_body, info));
+        };
+        let mut changed = false;
+        // 1. Trimming.
+        if let Some(limit) = cfg.trimming.as_ref().and_then(|t| t.limit_for(route))
+            && req.prompt_tokens > limit
+            && let Some(t) = crate::trim::trim(api, &value, req.tokenizer, limit)
+            && !t.edits.is_empty()
+            && let Some(b) = json::apply(&current, &t.edits)
+        {
+            current = b;
+            info.trimmed_tokens = t.tokens_cut;
+            changed = true;
+        }
+        // 2. Routing.
+        let mut routed = None;
+        if let Some(policy) = &cfg.routing {
+            let complexity = if policy.needs_complexity() {
+                crate::complexity::score(
+                    &crate::complexity::final_user_text(api, &value),
+                    req.prompt_tokens,
+                )
+            } else {
+                0.0
+            };
+            let d = crate::routing::decide(
+                policy,
+                &crate::routing::RouteInput {
+                    path: route,
+                    tenant,
+                    model: &req.model,
+                    prompt_tokens: req.prompt_tokens,
+                    has_tools: req.has_tools,
+                    has_images: req.has_images,
+                    complexity,
+                },
+            );
+            if let Some(h) = &d.route_header {
+                self.upstream_headers.push(h.clone());
+            }
+            if d.model_changed
+                && let Some(edit) = crate::routing::model_edit(&d)
+                && let Some(b) = json::apply(&current, &[edit])
+            {
+                current = b;
+                changed = true;
+                info.routing_saved_pico = crate::routing::estimate_savings(
+                    &cfg.prices,
+                    &req.model,
+                    &d.model,
+                    req.prompt_tokens,
+                    decision
+                        .effective
+                        .unwrap_or(policy.expected_output_tokens)
+                        .min(policy.expected_output_tokens),
+                )
+                .map_or(0, |s| s.saved);
+                info.requested_model = Some(req.model.clone());
+                info.route = Some(format!("rule:{}", d.rule_name.clone().unwrap_or_default()));
+                routed = Some(d.model);
+            }
+        }
+        // Re-read what will be sent: the prompt count and encoding may have changed.
+        let (mut req, mut decision) = (req, decision);
+        if changed {
+            req = parse(api, &current, cfg, cache)?;
+            let again = govern(&req, tenant, cfg)?;
+            if !again.edits.is_empty()
+                && let Some(b) = json::apply(&current, &again.edits)
+            {
+                current = b;
+            }
+            decision = MaxTokensDecision {
+                clamped_from: decision.clamped_from.or(again.clamped_from),
+                inserted: decision.inserted || again.inserted,
+                ..again
+            };
+            if let Ok(v) = serde_json::from_slice::<serde_json::Value>(&current) {
+                value = v;
+            }
+        }
+        debug_assert!(routed.as_deref().is_none_or(|m| m == req.model));
+        // 3. Prefix-cache hints.
+        if let Some(p) = &cfg.prefix {
+            if p.header
+                && let Some(k) = crate::prefix::prefix_key(
+                    api,
+                    &value,
+                    &req.model,
+                    req.tokenizer.encoding(),
+                    p.block_tokens,
+                )
+            {
+                self.upstream_headers
+                    .push(("x-tollgate-prefix-key".to_string(), k.key));
+            }
+            if p.openai_prompt_cache_key
+                && let Some(edit) = crate::prefix::prompt_cache_key_edit(api, &value, &req.model)
+                && let Some(b) = json::apply(&current, &[edit])
+            {
+                current = b;
+                changed = true;
+            }
+        }
+        let out = if changed || new_body.is_some() {
+            Some(current)
+        } else {
+            None
+        };
+        Ok((req, decision, out, info))
+    }
+
     /// The admit call-out answered: `status` is its HTTP status, or `None` when it failed or
     /// timed out. Any failure or garbage sends the request upstream (`x-tollgate-cache: error`).
     pub fn on_admit_response(
@@ -679,7 +865,9 @@ impl Exchange {
                         if let Some(new) =
                             flight.body.as_deref().and_then(|b| json::apply(b, &edit))
                         {
-                            flight.budget.requested_model = Some(flight.req.model.clone());
+                            if flight.budget.requested_model.is_none() {
+                                flight.budget.requested_model = Some(flight.req.model.clone());
+                            }
                             flight.budget.route = Some("downgrade:budget".into());
                             flight.price = cfg.prices.lookup(&to).map(|(_, info)| info.price);
                             flight.req.model = to;
@@ -882,6 +1070,20 @@ impl Exchange {
                 "x-tollgate-budget-remaining-usd".to_string(),
                 format_usd(rem),
             ));
+        }
+        if flight.budget.trimmed_tokens > 0 {
+            add.push((
+                "x-tollgate-trimmed-tokens".to_string(),
+                flight.budget.trimmed_tokens.to_string(),
+            ));
+        }
+        if let Some(rule) = flight
+            .budget
+            .route
+            .as_deref()
+            .and_then(|r| r.strip_prefix("rule:"))
+        {
+            add.push(("x-tollgate-route-rule".to_string(), rule.to_string()));
         }
         let responding = Responding {
             flight,

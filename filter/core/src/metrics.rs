@@ -47,11 +47,17 @@ pub enum Counter {
     SettleDropped,
     /// Failed settle call-outs (retried) (no tags).
     SettleFailures,
+    /// Requests whose model a routing rule changed (tenant, routed model).
+    Routed,
+    /// Estimated saving of routing decisions, micro-USD (tenant, routed model).
+    RoutingSavedMicroUsd,
+    /// Prompt tokens removed by context trimming (tenant, model).
+    TrimmedTokens,
 }
 
 impl Counter {
     /// Number of counters (for per-tag-set id arrays).
-    pub const COUNT: usize = 18;
+    pub const COUNT: usize = 21;
 
     pub fn index(self) -> usize {
         self as usize
@@ -77,6 +83,9 @@ impl Counter {
             Counter::SavedMicroUsd => "tollgate_saved_micro_usd_total",
             Counter::SettleDropped => "tollgate_settle_dropped_total",
             Counter::SettleFailures => "tollgate_settle_failures_total",
+            Counter::Routed => "tollgate_routed_requests_total",
+            Counter::RoutingSavedMicroUsd => "tollgate_routing_saved_micro_usd_total",
+            Counter::TrimmedTokens => "tollgate_trimmed_tokens_total",
         }
     }
 }
