@@ -849,3 +849,19 @@ mod tests {
         assert!(!is_valid_tenant_id("ten;ant"));
     }
 }
+
+#[cfg(test)]
+mod shipped_configs {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+
+    /// Every filter config the repository ships must compile (the demo would not start).
+    #[test]
+    fn the_demo_config_is_valid() {
+        let path = concat!(env!("CARGO_MANIFEST_DIR"), "/../../envoy/demo-config.json");
+        let bytes = std::fs::read(path).unwrap();
+        let c = Config::from_json(&bytes).unwrap_or_else(|e| panic!("{path}: {e}"));
+        assert!(c.cache.is_some() && c.budgets.is_some());
+        assert!(c.routing.is_some() && c.prefix.is_some() && c.trimming.is_some());
+    }
+}
