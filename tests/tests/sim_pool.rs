@@ -41,7 +41,8 @@ struct Workload {
 
 struct Req {
     body: Value,
-    /// What the filter will send as `x-tollgate-prefix-key`.
+    /// Which shared prefix the request uses (groups requests for the stickiness check; the
+    /// filter computes the real `x-tollgate-prefix-key`).
     prefix_key: String,
 }
 
@@ -187,7 +188,10 @@ impl PoolEnvoy {
         let template =
             std::fs::read_to_string(harness::workspace_root().join("envoy/pool.yaml.tmpl"))
                 .map_err(|e| format!("read envoy/pool.yaml.tmpl: {e}"))?;
-        let yaml = harness::strip_filter(&harness::render(
+        // The real filter computes `x-tollgate-prefix-key` (prefix hints on).
+        let wasm = harness::filter_wasm()?;
+        let plugin = serde_json::json!({"stopOnHeaders": true, "prefixHints": {}});
+        let yaml = harness::render(
             &template,
             &[
                 ("LISTEN_PORT", "0".into()),
@@ -195,8 +199,11 @@ impl PoolEnvoy {
                 ("POOL_ENDPOINTS", pool::envoy_endpoints(replicas)),
                 ("CACHE_HOST", "127.0.0.1".into()),
                 ("CACHE_PORT", "9".into()),
+                ("WASM", wasm.display().to_string()),
+                ("PLUGIN_CONFIG", plugin.to_string()),
+                ("STOP_ON_HEADERS", "true".into()),
             ],
-        ));
+        );
         let config = dir.join("envoy.yaml");
         std::fs::write(&config, yaml).map_err(|e| e.to_string())?;
         let admin_path = dir.join("admin.txt");
@@ -305,9 +312,7 @@ async fn drive(
                 if round_robin {
                     b = b.header("x-pool-lb", "round-robin");
                 }
-                // Set by the Tollgate filter once it emits the hint (issue 5); the client
-                // stands in for it here. Round robin ignores it.
-                b = b.header(pool::H_PREFIX_KEY, &r.prefix_key);
+                // No prefix key from the client: the Tollgate filter computes and sets it.
                 let t = Instant::now();
                 let resp = b.send().await.expect("send");
                 assert_eq!(resp.status(), 200);
@@ -375,11 +380,12 @@ async fn prefix_key_hashing_beats_round_robin_through_envoy() {
     };
     let reqs = w.build();
     let ws = w.working_set_blocks();
-    // Each replica's KV cache holds a quarter of the system prompts' blocks, so the pool
-    // together holds them once: the regime where routing matters (when every replica holds
-    // everything, round robin hits too; see kv_model_capacity_sweep).
+    // Each replica's KV cache holds a fifth of the system prompts' blocks, so the pool together
+    // holds them about once even when the ring spreads the prefixes unevenly: the regime where
+    // routing matters (when every replica holds everything, round robin hits too; see
+    // kv_model_capacity_sweep).
     let config = PoolConfig {
-        capacity_blocks: ws / REPLICAS,
+        capacity_blocks: ws / 5,
         ..PoolConfig::default()
     };
     let pool = pool::spawn_pool(REPLICAS, config.clone()).await.unwrap();
