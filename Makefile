@@ -21,6 +21,7 @@ build: wasm
 
 test: wasm
 	$(CARGO) test --workspace
+	.venv/bin/python -m unittest discover -s tests/packaging
 
 up: build
 	@scripts/stack.sh up

