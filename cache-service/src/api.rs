@@ -48,6 +48,7 @@ pub struct AppState {
     pub ledger: Arc<dyn Ledger>,
     pub breaker: Option<SpendBreaker>,
     pub anomaly: Option<AnomalyDetector>,
+    pub prefixes: crate::prefix::PrefixTracker,
 }
 
 impl AppState {
@@ -69,6 +70,7 @@ impl AppState {
             ledger,
             breaker,
             anomaly,
+            prefixes: crate::prefix::PrefixTracker::default(),
         }
     }
 }
@@ -216,6 +218,9 @@ async fn request_timeout(req: axum::extract::Request, next: axum::middleware::Ne
 
 async fn admit(State(s): State<Arc<AppState>>, Json(req): Json<AdmitRequest>) -> Response {
     let mut resp = s.engine.admit(&req).await;
+    if let Some(k) = &req.prefix_key {
+        resp.prefix_hot = s.prefixes.observe(k, crate::budget::now_ms());
+    }
     // Cache hits cost nothing: they are served without touching budgets.
     if resp.cache.outcome.is_hit() {
         return Json(resp).into_response();

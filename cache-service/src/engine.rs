@@ -330,6 +330,7 @@ impl Engine {
         AdmitResponse {
             cache,
             budget: None,
+            prefix_hot: false,
         }
     }
 

@@ -15,6 +15,7 @@ pub mod index;
 pub mod ledger;
 pub mod metrics;
 pub mod model;
+pub mod prefix;
 pub mod rules;
 pub mod semantic;
 pub mod service;

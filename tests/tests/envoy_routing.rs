@@ -148,3 +148,47 @@ async fn prefix_hints_reach_the_upstream() {
     assert!(pck.starts_with("tg-"));
     assert_eq!(reqs[1].body["prompt_cache_key"], pck);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn anthropic_cache_breakpoints_are_added_once_the_prefix_is_hot() {
+    use tollgate_tests::cache::{CacheOptions, CacheService};
+    let sim = sim::spawn(SimConfig::default()).await.unwrap();
+    let cache = CacheService::start(&CacheOptions {
+        config: json!({"cache": {"semantic": {"mode": "off"}}}),
+        ..CacheOptions::default()
+    })
+    .unwrap();
+    let mut opts = EnvoyOptions::new(sim.addr, true).config(json!({
+        "cache": {"cluster": "tollgate_cache", "timeoutMs": 2000},
+        "prefixHints": {}
+    }));
+    opts.cache = cache.addr;
+    let envoy = Envoy::start(&opts).await.unwrap_or_else(|e| panic!("{e}"));
+    let system = "You answer questions about the employee handbook, citing sections. ".repeat(150);
+    for q in ["What is the leave policy?", "How do I claim expenses?"] {
+        let r = reqwest::Client::new()
+            .post(envoy.url("/v1/messages"))
+            .header("content-type", "application/json")
+            .header("anthropic-version", "2023-06-01")
+            .header("cache-control", "no-cache, no-store")
+            .body(
+                json!({"model": "claude-haiku-4-5", "max_tokens": 50, "system": system,
+                       "messages": [{"role": "user", "content": q}]})
+                .to_string(),
+            )
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 200);
+    }
+    let reqs = sim.requests();
+    // Cold prefix: the request goes as sent.
+    assert!(reqs[0].body["system"].is_string(), "{}", reqs[0].body);
+    // Seen again within Anthropic's cache lifetime: a breakpoint on the system prompt.
+    let sys = reqs[1].body["system"].as_array().unwrap();
+    assert_eq!(sys.last().unwrap()["cache_control"]["type"], "ephemeral");
+    assert_eq!(
+        reqs[0].headers.get("x-tollgate-prefix-key"),
+        reqs[1].headers.get("x-tollgate-prefix-key")
+    );
+}

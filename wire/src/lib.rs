@@ -144,6 +144,10 @@ pub mod admit {
         /// Budget reservation; `None` when the filter does not enforce budgets.
         #[serde(default)]
         pub budget: Option<BudgetQuery>,
+        /// The request's stable-prefix key (prefix hints on), so the service can say whether
+        /// that prefix is hot (seen recently enough for a provider cache write to pay back).
+        #[serde(default)]
+        pub prefix_key: Option<String>,
     }
 
     /// The scopes a request belongs to. Nested scopes all apply: org ⊃ team ⊃ user, and the API
@@ -306,6 +310,10 @@ pub mod admit {
         /// Present when the admit carried a budget query.
         #[serde(default)]
         pub budget: Option<BudgetDecision>,
+        /// The admit's `prefix_key` was seen recently: worth an explicit provider cache write
+        /// (Anthropic `cache_control` breakpoints).
+        #[serde(default)]
+        pub prefix_hot: bool,
     }
 
     #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]

@@ -153,6 +153,10 @@ pub struct BudgetInfo {
     pub routing_saved_pico: u64,
     /// Prompt tokens removed by context trimming.
     pub trimmed_tokens: u64,
+    /// Stable-prefix key (prefix hints on).
+    pub prefix_key: Option<String>,
+    /// Anthropic `cache_control` breakpoints inserted for a hot prefix.
+    pub breakpoints: usize,
 }
 
 impl Outcome {
@@ -608,6 +612,7 @@ impl Exchange {
             cache: query,
             identity: None,
             budget: None,
+            prefix_key: flight.budget.prefix_key.clone(),
         };
         let mut admit = admit;
         let wire_id = wire_identity(cfg, &flight.identity);
@@ -635,6 +640,9 @@ impl Exchange {
                     })
                 }),
             });
+            flight.body = Some(new_body.clone().unwrap_or_else(|| body.clone()));
+        }
+        if cfg.prefix.is_some() && api.is_anthropic() && flight.budget.prefix_key.is_some() {
             flight.body = Some(new_body.clone().unwrap_or_else(|| body.clone()));
         }
         let call = match serde_json::to_vec(&admit) {
@@ -771,17 +779,18 @@ impl Exchange {
         debug_assert!(routed.as_deref().is_none_or(|m| m == req.model));
         // 3. Prefix-cache hints.
         if let Some(p) = &cfg.prefix {
-            if p.header
-                && let Some(k) = crate::prefix::prefix_key(
-                    api,
-                    &value,
-                    &req.model,
-                    req.tokenizer.encoding(),
-                    p.block_tokens,
-                )
-            {
-                self.upstream_headers
-                    .push(("x-tollgate-prefix-key".to_string(), k.key));
+            if let Some(k) = crate::prefix::prefix_key(
+                api,
+                &value,
+                &req.model,
+                req.tokenizer.encoding(),
+                p.block_tokens,
+            ) {
+                if p.header {
+                    self.upstream_headers
+                        .push(("x-tollgate-prefix-key".to_string(), k.key.clone()));
+                }
+                info.prefix_key = Some(k.key);
             }
             if p.openai_prompt_cache_key
                 && let Some(edit) = crate::prefix::prompt_cache_key_edit(api, &value, &req.model)
@@ -827,6 +836,7 @@ impl Exchange {
         };
         let decision = response.cache;
         let mut rewrite = None;
+        let mut downgraded = false;
         if let Some(b) = response.budget.filter(|_| cfg.budgets.is_some()) {
             flight.budget.reservation_id = b.reservation_id;
             flight.budget.remaining_pico = b.remaining_pico;
@@ -872,10 +882,30 @@ impl Exchange {
                             flight.price = cfg.prices.lookup(&to).map(|(_, info)| info.price);
                             flight.req.model = to;
                             rewrite = Some(new);
+                            downgraded = true;
                         }
                     }
                 }
                 BudgetVerdict::Allow => {}
+            }
+        }
+        if response.prefix_hot
+            && flight.req.api.is_anthropic()
+            && cfg.prefix.is_some()
+            && let Some(current) = rewrite.as_deref().or(flight.body.as_deref())
+            && let Ok(v) = serde_json::from_slice::<serde_json::Value>(current)
+        {
+            let edits = crate::prefix::anthropic_breakpoints(
+                &v,
+                true,
+                flight.req.tokenizer.encoding(),
+                ANTHROPIC_MIN_CACHE_TOKENS,
+            );
+            if !edits.is_empty()
+                && let Some(b) = json::apply(current, &edits)
+            {
+                flight.budget.breakpoints = edits.len();
+                rewrite = Some(b);
             }
         }
         flight.body = None;
@@ -900,7 +930,7 @@ impl Exchange {
                 });
                 // A downgraded request's answer must not be stored under the keys of the model
                 // the client asked for.
-                if decision.store && rewrite.is_none() {
+                if decision.store && !downgraded {
                     flight.store = flight.keys.take().map(|mut k| {
                         k.shadow_entry_id = decision.shadow_entry_id;
                         k.ttl_seconds = decision.ttl_seconds;
@@ -1249,6 +1279,10 @@ fn settle(r: Responding, _unused: Option<()>) -> Outcome {
         max_tokens: flight.decision,
     }
 }
+
+/// Smallest prompt part worth an Anthropic cache breakpoint (Anthropic caches prefixes of at
+/// least 1024 tokens on most models).
+const ANTHROPIC_MIN_CACHE_TOKENS: u64 = 1024;
 
 /// The scopes of a request as the service sees them.
 fn wire_identity(cfg: &Config, id: &Identity) -> WireIdentity {
@@ -1777,6 +1811,7 @@ mod tests {
                     ..CacheDecision::default()
                 },
                 budget: None,
+                prefix_hot: false,
             })
             .unwrap()
         }
@@ -2011,6 +2046,7 @@ mod tests {
             serde_json::to_vec(&AdmitResponse {
                 cache: CacheDecision::default(),
                 budget: Some(b),
+                prefix_hot: false,
             })
             .unwrap()
         }
@@ -2213,6 +2249,74 @@ mod tests {
                 let j: serde_json::Value = serde_json::from_slice(&r.body).unwrap();
                 assert_eq!(j["error"]["code"], "budget_unavailable");
             }
+        }
+    }
+
+    mod prefix_hints {
+        use super::*;
+        use tollgate_wire::admit::{AdmitResponse, CacheDecision};
+
+        fn cfg() -> Config {
+            Config::from_json(
+                br#"{"stopOnHeaders": true, "cache": {"cluster": "svc"}, "prefixHints": {}}"#,
+            )
+            .unwrap()
+        }
+
+        fn body() -> String {
+            let system = "You answer questions about the handbook. ".repeat(200);
+            serde_json::json!({"model": "claude-haiku-4-5", "max_tokens": 100, "system": system,
+                "messages": [{"role": "user", "content": "What is the leave policy?"}]})
+            .to_string()
+        }
+
+        fn admit(x: &mut Exchange, c: &Config, body: &str) -> AdmitRequest {
+            let mut cache = CountCache::new(4, 1);
+            x.on_request_headers(c, "POST", "/v1/messages", &[], false);
+            let v = x.on_request_body(c, &mut cache, body.len(), true, || {
+                Some(body.as_bytes().to_vec())
+            });
+            match v {
+                BodyVerdict::Admit { call, .. } => serde_json::from_slice(&call).unwrap(),
+                other => panic!("{other:?}"),
+            }
+        }
+
+        fn answer(hot: bool) -> Vec<u8> {
+            serde_json::to_vec(&AdmitResponse {
+                cache: CacheDecision::default(),
+                budget: None,
+                prefix_hot: hot,
+            })
+            .unwrap()
+        }
+
+        #[test]
+        fn a_hot_anthropic_prefix_gets_a_cache_breakpoint_and_a_cold_one_does_not() {
+            let c = cfg();
+            let body = body();
+            let mut x = Exchange::new();
+            let a = admit(&mut x, &c, &body);
+            let key = a.prefix_key.clone().unwrap();
+            assert_eq!(key.len(), 32);
+            let headers = x.take_upstream_headers();
+            assert!(headers.contains(&("x-tollgate-prefix-key".to_string(), key.clone())));
+            assert_eq!(
+                x.on_admit_response(&c, Some(200), &answer(false), 1),
+                AdmitVerdict::Continue
+            );
+
+            let mut y = Exchange::new();
+            assert_eq!(admit(&mut y, &c, &body).prefix_key, Some(key));
+            let v = y.on_admit_response(&c, Some(200), &answer(true), 1);
+            let AdmitVerdict::Rewrite { body } = v else {
+                panic!("{v:?}")
+            };
+            let j: serde_json::Value = serde_json::from_slice(&body).unwrap();
+            let system = j["system"].as_array().unwrap();
+            assert_eq!(system.last().unwrap()["cache_control"]["type"], "ephemeral");
+            assert_eq!(j["model"], "claude-haiku-4-5");
+            assert_eq!(j["max_tokens"], 100);
         }
     }
 }
