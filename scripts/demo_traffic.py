@@ -32,6 +32,9 @@ def ant(tenant):
 
 
 def record(tenant, api, headers, note=""):
+    rule = headers.get("x-tollgate-route-rule")
+    if rule:
+        note = f"{note}; routed by rule {rule}".lstrip("; ")
     rows.append((tenant or "(api key)", api, headers.get("x-tollgate-model", "-"),
                  headers.get("x-tollgate-prompt-tokens", "-"),
                  headers.get("x-tollgate-completion-tokens", "(stream)"),
