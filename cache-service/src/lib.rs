@@ -9,6 +9,7 @@
 pub mod api;
 pub mod budget;
 pub mod breaker;
+pub mod cli;
 pub mod embed;
 pub mod engine;
 pub mod index;

@@ -18,6 +18,9 @@ async fn main() -> std::process::ExitCode {
         })
         .await
         .unwrap_or_else(|e| Err(e.to_string())),
+        Some(Command::Budgets(args)) => tollgate_cache_service::cli::budgets(args).await,
+        Some(Command::Spend(args)) => tollgate_cache_service::cli::spend(args).await,
+        Some(Command::Cache(args)) => tollgate_cache_service::cli::cache(args).await,
         Some(Command::Serve) | None => serve(cli.serve).await,
     };
     match result {

@@ -39,6 +39,12 @@ pub enum Command {
     /// Report precision/recall per similarity threshold on labelled pairs (JSONL: a, b, same)
     /// and pick the threshold meeting a target precision.
     Calibrate(crate::semantic::calibrate::CalibrateArgs),
+    /// Budgets of a running service: list, set, delete, usage.
+    Budgets(crate::cli::BudgetsArgs),
+    /// Spend report of a running service (table, CSV or JSON).
+    Spend(crate::cli::SpendArgs),
+    /// Response cache of a running service: invalidate, warm, stats.
+    Cache(crate::cli::CacheArgs),
 }
 
 #[derive(Clone, Debug, Args)]
