@@ -154,15 +154,7 @@ impl Engine {
             metrics,
         });
         let started = Instant::now();
-        let entries = engine.store.scan().await?;
-        let now = now_secs();
-        let mut loaded = 0usize;
-        for e in entries {
-            if !e.is_expired(now) {
-                engine.apply_put(&e);
-                loaded += 1;
-            }
-        }
+        let loaded = engine.load_all().await?;
         tracing::info!(
             entries = loaded,
             elapsed_ms = started.elapsed().as_millis() as u64,
@@ -211,21 +203,40 @@ impl Engine {
         Ok(engine)
     }
 
-    async fn rebuild(&self) {
-        match self.store.scan().await {
-            Ok(entries) => {
-                self.index.clear();
-                if let Ok(mut m) = self.meta.write() {
-                    m.clear();
-                }
-                let now = now_secs();
-                for e in entries.iter().filter(|e| !e.is_expired(now)) {
-                    self.apply_put(e);
-                }
-                self.update_gauges();
+    /// Indexes every live entry of the store, one page at a time (memory: one page plus the
+    /// index, not the whole store). Returns how many entries were loaded.
+    async fn load_all(&self) -> Result<usize, StoreError> {
+        const PAGE: usize = 10_000;
+        let now = now_secs();
+        let mut loaded = 0usize;
+        let mut after = None;
+        loop {
+            let page = self.store.scan_page(after, PAGE).await?;
+            let Some(last) = page.last().map(|e| e.id) else {
+                break;
+            };
+            let full = page.len() >= PAGE;
+            for e in page.iter().filter(|e| !e.is_expired(now)) {
+                self.apply_put(e);
+                loaded += 1;
             }
-            Err(e) => tracing::warn!(error = %e, "cache index rebuild failed"),
+            if !full {
+                break;
+            }
+            after = Some(last);
         }
+        Ok(loaded)
+    }
+
+    async fn rebuild(&self) {
+        self.index.clear();
+        if let Ok(mut m) = self.meta.write() {
+            m.clear();
+        }
+        if let Err(e) = self.load_all().await {
+            tracing::warn!(error = %e, "cache index rebuild failed");
+        }
+        self.update_gauges();
     }
 
     fn apply_event(&self, ev: StoreEvent) {

@@ -491,6 +491,33 @@ impl Store for EmbeddedStore {
         .await
     }
 
+    async fn scan_page(&self, after: Option<u64>, limit: usize) -> Result<Vec<Entry>, StoreError> {
+        let limit = limit.max(1);
+        self.read(move |db| {
+            let tx = db.begin_read().map_err(unavailable)?;
+            let entries = tx.open_table(ENTRIES).map_err(unavailable)?;
+            let range = match after {
+                None => entries.range::<u64>(..),
+                Some(a) if a == u64::MAX => return Ok(Vec::new()),
+                Some(a) => entries.range::<u64>((a + 1)..),
+            }
+            .map_err(storage)?;
+            let mut out = Vec::with_capacity(limit.min(4096));
+            for row in range {
+                let (k, v) = row.map_err(storage)?;
+                match codec::decode(v.value()) {
+                    Ok(e) => out.push(e),
+                    Err(e) => tracing::warn!(id = k.value(), error = %e, "scan: skipped entry"),
+                }
+                if out.len() >= limit {
+                    break;
+                }
+            }
+            Ok(out)
+        })
+        .await
+    }
+
     async fn len(&self) -> Result<u64, StoreError> {
         self.read(|db| {
             let tx = db.begin_read().map_err(unavailable)?;

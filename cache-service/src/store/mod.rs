@@ -42,6 +42,16 @@ pub trait Store: Send + Sync + 'static {
     async fn invalidate(&self, filter: &InvalidateFilter) -> Result<u64, StoreError>;
     /// Every entry (to rebuild indexes at start).
     async fn scan(&self) -> Result<Vec<Entry>, StoreError>;
+    /// Up to `limit` entries with ids above `after` (all ids when `None`), in id order, so a
+    /// rebuild holds one page in memory rather than the whole store. The default pages over
+    /// [`scan`](Store::scan) (no memory saving); backends override it.
+    async fn scan_page(&self, after: Option<u64>, limit: usize) -> Result<Vec<Entry>, StoreError> {
+        let mut all = self.scan().await?;
+        all.retain(|e| after.is_none_or(|a| e.id > a));
+        all.sort_unstable_by_key(|e| e.id);
+        all.truncate(limit.max(1));
+        Ok(all)
+    }
     /// Number of entries.
     async fn len(&self) -> Result<u64, StoreError>;
     async fn is_empty(&self) -> Result<bool, StoreError> {
