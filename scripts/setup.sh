@@ -13,8 +13,9 @@ ENVOY_VERSION="1.40.0"
 PYTHON="${PYTHON:-python3}"
 VENV="$ROOT/.venv"
 # Debian packages: curl for the scripts, redis-server for the cache service's shared-store tests
-# (tests start their own instance on a free loopback port; nothing runs as a system service).
-DEBIAN_PACKAGES=(curl redis-server)
+# (tests start their own instance on a free loopback port; nothing runs as a system service),
+# chromium for the dashboard's headless browser test.
+DEBIAN_PACKAGES=(curl redis-server chromium)
 
 say() { printf '\033[1m[setup]\033[0m %s\n' "$*"; }
 

@@ -200,6 +200,7 @@ pub fn app(state: Arc<AppState>) -> Router {
         )
         .route("/v1/spend", get(spend))
         .route("/v1/spend/export", get(spend_export))
+        .route("/dashboard", get(crate::dashboard::page))
         .route("/metrics", get(metrics))
         .route("/healthz", get(|| async { "ok" }))
         .route("/readyz", get(readyz))

@@ -9,6 +9,7 @@
 pub mod api;
 pub mod budget;
 pub mod breaker;
+pub mod dashboard;
 pub mod cli;
 pub mod embed;
 pub mod engine;
