@@ -638,9 +638,22 @@ impl TryFrom<RawConfig> for Config {
 
         let routing = match raw.routing.clone() {
             None => None,
-            Some(r) => Some(
-                crate::routing::RoutingPolicy::try_from(r).map_err(|e| format!("routing: {e}"))?,
-            ),
+            Some(r) => {
+                let p = crate::routing::RoutingPolicy::try_from(r)
+                    .map_err(|e| format!("routing: {e}"))?;
+                // Refuse what the filter cannot do yet rather than silently ignore it.
+                if let Some(rule) = p
+                    .rules
+                    .iter()
+                    .find(|r| !r.fallbacks.targets.is_empty() || r.cascade.is_some())
+                {
+                    return Err(format!(
+                        "routing rule {:?}: fallbacks and cascade are not supported by this version of the filter yet",
+                        rule.name
+                    ));
+                }
+                Some(p)
+            }
         };
         let trimming = match &raw.trimming {
             None => None,
@@ -788,6 +801,10 @@ mod tests {
                 "tenant.userSources",
             ),
             (r#"{"tenant": {"org": "a b"}}"#, "tenant.org"),
+            (
+                r#"{"routing": {"rules": [{"name": "r", "model": "m", "fallbacks": [{"model": "n"}]}]}}"#,
+                "not supported",
+            ),
             (r#"{"tenant": {"sources": ["cookie:x"]}}"#, "unknown source"),
             (
                 r#"{"tenant": {"sources": ["header:bad header"]}}"#,
