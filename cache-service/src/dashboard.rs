@@ -63,10 +63,13 @@ pub fn escape(s: &str) -> String {
     out
 }
 
-/// USD for display, rounded half-up from exact pico-USD: cents from one cent up, else six
-/// decimals (`$0.000123`).
+/// USD for display, rounded half-up from exact pico-USD: cents from one cent up (and for 0),
+/// else six decimals (`$0.000123`).
 pub fn display_usd(pico: u128) -> String {
     const PICO: u128 = 1_000_000_000_000;
+    if pico == 0 {
+        return "$0.00".into();
+    }
     let (scale, digits) = if pico >= PICO / 100 {
         (PICO / 100, 2)
     } else {
@@ -343,7 +346,7 @@ h1{margin:0 0 4px}h2{margin:28px 0 8px;font-size:1.15em}.muted{color:#666;font-s
 table{border-collapse:collapse;background:#fff;margin:4px 0}td,th{border:1px solid #ddd;padding:4px 8px;text-align:left;font-size:.9em}\
 td.n,th.n{text-align:right;font-variant-numeric:tabular-nums}.grid{display:flex;flex-wrap:wrap;gap:24px}\
 .legend span{display:inline-block;margin-right:12px;font-size:.85em}.legend i{display:inline-block;width:10px;height:10px;margin-right:4px}\
-svg{background:#fff;border:1px solid #ddd}.bar{height:10px;background:#eee;width:200px;display:inline-block;vertical-align:middle}\
+.grid>div{max-width:640px}svg{background:#fff;border:1px solid #ddd}.bar{height:10px;background:#eee;width:200px;display:inline-block;vertical-align:middle}\
 .bar b{display:block;height:10px;background:#4e79a7}.bar b.over{background:#e15759}";
 
 /// Renders the page.
@@ -541,7 +544,7 @@ fn group_value(row: &SpendRow, g: GroupBy) -> Option<String> {
 /// The `MAX_SERIES` largest groups by total cost (the rest is drawn as "other").
 fn top_series(totals: &SpendReport, g: GroupBy) -> Vec<String> {
     let mut rows: Vec<&SpendRow> = totals.rows.iter().collect();
-    rows.sort_by(|a, b| b.cost_pico.cmp(&a.cost_pico));
+    rows.sort_by_key(|r| std::cmp::Reverse(r.cost_pico));
     rows.iter()
         .take(MAX_SERIES)
         .map(|r| group_value(r, g).unwrap_or_else(|| "(none)".into()))
@@ -566,6 +569,13 @@ fn axis(h: &mut String, days: &[u64], max_label: &str) {
         lx = LEFT - 4.0,
         ty = TOPPAD + 10.0,
     );
+    for q in 1..4 {
+        let y = TOPPAD + plot_h * f64::from(q) / 4.0;
+        let _ = write!(
+            h,
+            "<line x1=\"{LEFT}\" y1=\"{y:.1}\" x2=\"{CHART_W}\" y2=\"{y:.1}\" stroke=\"#eee\" stroke-dasharray=\"4 3\"/>"
+        );
+    }
     let slot = (CHART_W - LEFT) / days.len().max(1) as f64;
     let step = days.len().div_ceil(10).max(1);
     for (i, d) in days.iter().enumerate() {
@@ -758,6 +768,9 @@ fn top_table(h: &mut String, title: &str, metric: &str, g: GroupBy, report: &Spe
     h.push_str("</table></div>");
 }
 
+/// Spent, reserved, limit, and how to show them (USD or tokens).
+type BudgetFigures = (u128, u128, Option<u128>, fn(u128) -> String);
+
 fn budgets(h: &mut String, usage: Option<&[UsageReport]>) {
     let Some(usage) = usage else {
         h.push_str("<p class=\"muted\">The budget store did not answer.</p>");
@@ -780,36 +793,35 @@ fn budgets(h: &mut String, usage: Option<&[UsageReport]>) {
             .and_then(|v| v.as_str().map(str::to_owned))
             .unwrap_or_default();
         // USD when limited, else the tightest token limit.
-        let (spent, reserved, limit, fmt): (u128, u128, Option<u128>, fn(u128) -> String) =
-            if let Some(l) = u.limits.usd_pico {
-                (
-                    u128::from(u.spent.cost_pico),
-                    u128::from(u.reserved.cost_pico),
-                    Some(u128::from(l)),
-                    display_usd,
-                )
-            } else {
-                let tok = |a: &crate::budget::Amounts| {
-                    if u.limits.input_tokens.is_some() && u.limits.tokens.is_none() {
-                        a.input_tokens
-                    } else if u.limits.output_tokens.is_some() && u.limits.tokens.is_none() {
-                        a.output_tokens
-                    } else {
-                        a.input_tokens + a.output_tokens
-                    }
-                };
-                let limit = u
-                    .limits
-                    .tokens
-                    .or(u.limits.input_tokens)
-                    .or(u.limits.output_tokens);
-                (
-                    u128::from(tok(&u.spent)),
-                    u128::from(tok(&u.reserved)),
-                    limit.map(u128::from),
-                    |n| format!("{n} tok"),
-                )
+        let (spent, reserved, limit, fmt): BudgetFigures = if let Some(l) = u.limits.usd_pico {
+            (
+                u128::from(u.spent.cost_pico),
+                u128::from(u.reserved.cost_pico),
+                Some(u128::from(l)),
+                display_usd,
+            )
+        } else {
+            let tok = |a: &crate::budget::Amounts| {
+                if u.limits.input_tokens.is_some() && u.limits.tokens.is_none() {
+                    a.input_tokens
+                } else if u.limits.output_tokens.is_some() && u.limits.tokens.is_none() {
+                    a.output_tokens
+                } else {
+                    a.input_tokens + a.output_tokens
+                }
             };
+            let limit = u
+                .limits
+                .tokens
+                .or(u.limits.input_tokens)
+                .or(u.limits.output_tokens);
+            (
+                u128::from(tok(&u.spent)),
+                u128::from(tok(&u.reserved)),
+                limit.map(u128::from),
+                |n| format!("{n} tok"),
+            )
+        };
         let used = spent + reserved;
         let frac = limit.map_or(0.0, |l| if l == 0 { 1.0 } else { used as f64 / l as f64 });
         let width = (frac.min(1.0) * 100.0).max(0.0);
@@ -858,7 +870,7 @@ mod tests {
 
     #[test]
     fn usd_for_display_and_as_the_api_writes_it() {
-        assert_eq!(display_usd(0), "$0.000000");
+        assert_eq!(display_usd(0), "$0.00");
         assert_eq!(display_usd(3_000_000), "$0.000003");
         assert_eq!(display_usd(12_345_000_000_000), "$12.35");
         assert_eq!(display_usd(10_000_000_000), "$0.01");

@@ -245,10 +245,11 @@ async fn dashboard_in_headless_chromium_matches_the_spend_api() {
             cost,
             cache,
             saved,
-            now - (i % 12) * day,
+            now - (i % 11) * day,
         );
         if i % 7 == 3 {
             r["requested_model"] = json!("gpt-4o");
+            r["model"] = json!("gpt-4o-mini");
             r["route"] = json!(if i % 2 == 0 {
                 "downgrade:budget"
             } else {
