@@ -128,6 +128,8 @@ pub struct LedgerView {
     pub cache_hits: BTreeMap<String, SpendRow>,
     /// Routed requests by (route, requested model, used model).
     pub routed: BTreeMap<(String, String, String), SpendRow>,
+    /// Records by HTTP status of the response.
+    pub statuses: BTreeMap<u16, u64>,
 }
 
 fn is_routed(route: Option<&str>) -> bool {
@@ -152,6 +154,7 @@ pub async fn read_ledger(ledger: &dyn Ledger, range: TimeRange) -> Result<Ledger
         .collect();
     let mut cache_hits: BTreeMap<String, SpendRow> = BTreeMap::new();
     let mut routed: BTreeMap<(String, String, String), SpendRow> = BTreeMap::new();
+    let mut statuses: BTreeMap<u16, u64> = BTreeMap::new();
     let mut from = ScanFrom::At(Position::start_of(range.from_ms));
     loop {
         let page = ledger.scan(from, range.to_ms, QUERY_PAGE).await?;
@@ -165,6 +168,7 @@ pub async fn read_ledger(ledger: &dyn Ledger, range: TimeRange) -> Result<Ledger
             if !range.contains(r.time_ms) {
                 continue;
             }
+            *statuses.entry(r.status).or_default() += 1;
             if r.is_cache_hit() {
                 cache_hits.entry(r.cache.clone()).or_default().add(r);
             }
@@ -197,6 +201,7 @@ pub async fn read_ledger(ledger: &dyn Ledger, range: TimeRange) -> Result<Ledger
         by_model: next()?,
         cache_hits,
         routed,
+        statuses,
     })
 }
 
@@ -314,6 +319,13 @@ pub async fn page(
         })
         .collect();
     let budget_errors = s.metrics.counter_sum("tollgate_budget_errors_total");
+    let prometheus = s.metrics.render();
+    let bypasses = by_label(&prometheus, "tollgate_cache_bypass_total", "reason");
+    let guard_rejections = by_label(
+        &prometheus,
+        "tollgate_cache_guard_rejections_total",
+        "reason",
+    );
     let html = render(&Page {
         now_ms: now,
         range,
@@ -322,6 +334,8 @@ pub async fn page(
         usage: usage.as_deref(),
         verdicts: &verdicts,
         budget_errors,
+        bypasses: &bypasses,
+        guard_rejections: &guard_rejections,
     });
     html_response(StatusCode::OK, html)
 }
@@ -337,6 +351,25 @@ pub struct Page<'a> {
     pub usage: Option<&'a [UsageReport]>,
     pub verdicts: &'a [(&'a str, u64)],
     pub budget_errors: u64,
+    /// `tollgate_cache_bypass_total` by reason.
+    pub bypasses: &'a [(String, u64)],
+    /// `tollgate_cache_guard_rejections_total` by reason.
+    pub guard_rejections: &'a [(String, u64)],
+}
+
+/// The values of a counter with one label, from the Prometheus text of [`crate::metrics::Metrics`]
+/// (which has no way to list label values): `name{label="v"} n` lines.
+pub fn by_label(prometheus: &str, name: &str, label: &str) -> Vec<(String, u64)> {
+    let prefix = format!("{name}{{{label}=\"");
+    prometheus
+        .lines()
+        .filter_map(|line| {
+            let rest = line.strip_prefix(&prefix)?;
+            let (value, n) = rest.rsplit_once("\"} ")?;
+            let value = value.replace("\\\"", "\"").replace("\\\\", "\\");
+            Some((value, n.trim().parse().ok()?))
+        })
+        .collect()
 }
 
 const STYLE: &str = "body{font-family:system-ui,-apple-system,'Segoe UI',sans-serif;margin:24px;color:#222;background:#fafafa}\
@@ -492,9 +525,9 @@ pub fn render(p: &Page<'_>) -> String {
 
     // Rejections.
     h.push_str(
-        "<h2>Budget decisions</h2><p class=\"muted\">Rejections by reason (budget, rate limit, \
+        "<h2>Rejections and decisions</h2><p class=\"muted\">Rejections by reason (budget, rate limit, \
          request too large, invalid request) are counted by the filter as Envoy stats \
-         (<code>tollgate_rejections_total</code> at Envoy's <code>/stats/prometheus</code>), not by \
+         (<code>tollgate_rejected_total{reason}</code> at Envoy's <code>/stats/prometheus</code>), not by \
          this service. Shown here: the budget checks this service answered since it started.</p>\
          <table><tr><th>verdict</th><th class=\"n\">admits</th></tr>",
     );
@@ -509,8 +542,43 @@ pub fn render(p: &Page<'_>) -> String {
         "<tr><td>budget store errors</td><td class=\"n\" data-metric=\"budget-errors\" data-value=\"{0}\">{0}</td></tr></table>",
         p.budget_errors
     );
-    h.push_str("</body></html>");
+    h.push_str("<div class=\"grid\">");
+    reason_table(&mut h, "Cache bypasses", "cache-bypass", p.bypasses);
+    reason_table(
+        &mut h,
+        "Semantic guard rejections",
+        "guard-rejections",
+        p.guard_rejections,
+    );
+    h.push_str(
+        "<div><h3>Responses by status (ledger)</h3><table><tr><th>status</th><th class=\"n\">requests</th></tr>",
+    );
+    for (status, n) in &v.statuses {
+        let _ = write!(
+            h,
+            "<tr><td>{status}</td><td class=\"n\" data-metric=\"ledger-status\" data-key=\"{status}\" data-value=\"{n}\">{n}</td></tr>"
+        );
+    }
+    h.push_str("</table></div></div></body></html>");
     h
+}
+
+fn reason_table(h: &mut String, title: &str, metric: &str, rows: &[(String, u64)]) {
+    let _ = write!(
+        h,
+        "<div><h3>{title} (since start)</h3><table><tr><th>reason</th><th class=\"n\">requests</th></tr>"
+    );
+    if rows.is_empty() {
+        h.push_str("<tr><td colspan=\"2\" class=\"muted\">none</td></tr>");
+    }
+    for (reason, n) in rows {
+        let r = escape(reason);
+        let _ = write!(
+            h,
+            "<tr><td>{r}</td><td class=\"n\" data-metric=\"{metric}\" data-key=\"{r}\" data-value=\"{n}\">{n}</td></tr>"
+        );
+    }
+    h.push_str("</table></div>");
 }
 
 fn percent(part: u64, whole: u64) -> f64 {
@@ -876,6 +944,31 @@ mod tests {
         assert_eq!(display_usd(10_000_000_000), "$0.01");
         assert_eq!(json_usd(3_000_000), serde_json::json!(3e-6).to_string());
         assert_eq!(json_usd(1_500_000_000_000), "1.5");
+    }
+
+    #[test]
+    fn counters_by_label_from_the_prometheus_text() {
+        let m = crate::metrics::Metrics::new();
+        m.inc(
+            "tollgate_cache_bypass_total",
+            &[("reason", "temperature")],
+            3,
+        );
+        m.inc(
+            "tollgate_cache_bypass_total",
+            &[("reason", "rule:\"x\"")],
+            1,
+        );
+        m.inc("tollgate_cache_bypass_totalx", &[("reason", "other")], 1);
+        let mut got = by_label(&m.render(), "tollgate_cache_bypass_total", "reason");
+        got.sort();
+        assert_eq!(
+            got,
+            vec![
+                ("rule:\"x\"".to_string(), 1),
+                ("temperature".to_string(), 3)
+            ]
+        );
     }
 
     #[test]

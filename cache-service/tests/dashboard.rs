@@ -231,6 +231,7 @@ async fn seed(s: &Arc<AppState>) {
             now - 40 * day,
         ),
     ];
+    records[5].status = 502; // r6: an upstream error, still charged
     let mut routed = rec(
         "r7",
         "search",
@@ -372,6 +373,11 @@ async fn figures_equal_the_spend_api_and_names_are_escaped() {
     let dir = TempDir::new("figures");
     let s = state(&dir, Some(TOKEN)).await;
     seed(&s).await;
+    s.metrics.inc(
+        "tollgate_cache_bypass_total",
+        &[("reason", "rule:<b>no-legal</b>")],
+        2,
+    );
     let (st, html) = get(&s, "GET", "/dashboard", String::new(), Some(TOKEN)).await;
     assert_eq!(st, StatusCode::OK);
     assert!(!html.contains("<script"), "unescaped markup in the page");
@@ -434,7 +440,10 @@ async fn figures_equal_the_spend_api_and_names_are_escaped() {
         }
     }
     assert!(f["team-cost"].contains_key(EVIL));
-    assert!(!html.contains("archive"), "a record older than the range shows");
+    assert!(
+        !html.contains("archive"),
+        "a record older than the range shows"
+    );
 
     assert_eq!(f["cache-requests"]["hit-exact"], "1");
     assert_eq!(f["cache-requests"]["hit-semantic"], "1");
@@ -483,5 +492,9 @@ async fn figures_equal_the_spend_api_and_names_are_escaped() {
     assert_eq!(f["budget-spent"]["users-tokens|user:ann"], "120");
 
     assert_eq!(f["budget-admits"]["reject"], "0");
+    assert_eq!(f["cache-bypass"]["rule:<b>no-legal</b>"], "2");
+    assert!(!html.contains("<b>no-legal"));
+    assert_eq!(f["ledger-status"]["200"], "7");
+    assert_eq!(f["ledger-status"]["502"], "1");
     assert!(html.contains("Envoy stats"));
 }
