@@ -37,6 +37,7 @@ demo: up
 	@python3 scripts/report.py http://127.0.0.1:$${TOLLGATE_ADMIN_PORT:-9901}
 	@echo
 	@echo "The stack is still running: point an SDK at http://127.0.0.1:$${TOLLGATE_PORT:-10000} (stats: http://127.0.0.1:$${TOLLGATE_ADMIN_PORT:-9901}/stats/prometheus). 'make down' stops it."
+	@echo "Cost dashboard: http://127.0.0.1:$${TOLLGATE_CACHE_PORT:-8090}/dashboard?token=$${TOLLGATE_ADMIN_TOKEN:-demo-admin-token}"
 
 bench: build
 	@benches/run.sh

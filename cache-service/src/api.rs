@@ -12,6 +12,7 @@
 //! | `GET /v1/budgets/usage` | admin | current windows: spent, reserved, remaining (`?budget_id=`, `?scope=team:x`) |
 //! | `GET /v1/spend` | admin | spend from the ledger grouped by `org,team,user,key,model,day` (`?from=&to=&group_by=&team=&model=&format=json\|csv\|jsonl`) |
 //! | `GET /v1/spend/export` | admin | ledger records, streamed as CSV or JSONL (`?format=csv\|jsonl&from=&to=`) |
+//! | `GET /dashboard` | admin | the cost dashboard (HTML + SVG; token also as `?token=`) |
 //! | `GET /metrics`, `/healthz`, `/readyz` | ops | Prometheus text, liveness, readiness |
 //!
 //! Admin routes need `authorization: Bearer <admin token>`; without a configured token they are
