@@ -7,10 +7,10 @@
 //! testable without sockets, [`run`] serves a bound listener until a shutdown future resolves.
 
 pub mod api;
-pub mod budget;
 pub mod breaker;
-pub mod dashboard;
+pub mod budget;
 pub mod cli;
+pub mod dashboard;
 pub mod embed;
 pub mod engine;
 pub mod index;
