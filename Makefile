@@ -1,12 +1,13 @@
 # Tollgate — two commands do everything on a fresh machine:
 #   make demo   build, start the demo stack, send sample traffic, print the cost report
 #   make test   every test (unit, service, real Envoy + real .wasm end-to-end)
-# Also: make up / make down (demo stack in the background), make bench, make setup.
+# Also: make up / make down (demo stack in the background), make bench, make setup,
+#       make docs (README config reference from schemas/), make plots (benches/results/plots/).
 
 CARGO ?= cargo
 WASM  := target/wasm32-wasip1/release/tollgate_filter.wasm
 
-.PHONY: all setup wasm build test demo up down bench fmt lint clean
+.PHONY: all setup wasm build test demo up down bench fmt lint clean docs plots
 
 all: build
 
@@ -41,6 +42,14 @@ demo: up
 
 bench: build
 	@benches/run.sh
+
+# README.md's configuration reference, generated from schemas/*.schema.json (stdlib Python).
+docs:
+	python3 scripts/gen_config_reference.py
+
+# PNG plots of the committed benchmark results (matplotlib from .venv: make setup).
+plots: setup
+	.venv/bin/python benches/plot.py
 
 fmt:
 	$(CARGO) fmt --all
