@@ -43,9 +43,11 @@ demo: up
 bench: build
 	@benches/run.sh
 
-# README.md's configuration reference, generated from schemas/*.schema.json (stdlib Python).
+# README.md's configuration reference, generated from schemas/*.schema.json, and
+# docs/architecture.svg (stdlib Python).
 docs:
 	python3 scripts/gen_config_reference.py
+	python3 docs/architecture.py
 
 # PNG plots of the committed benchmark results (matplotlib from .venv: make setup).
 plots: setup

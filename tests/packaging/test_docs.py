@@ -99,5 +99,26 @@ class ConfigReferenceTest(unittest.TestCase):
             self.assertTrue(text.startswith("intro\n") and text.endswith("\noutro\n"))
 
 
+class ArchitectureSvgTest(unittest.TestCase):
+    def test_svg_is_generated_well_formed_and_names_the_parts(self):
+        import xml.etree.ElementTree as ET
+        spec = importlib.util.spec_from_file_location("architecture", ROOT / "docs" / "architecture.py")
+        mod = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(mod)
+        svg = (ROOT / "docs" / "architecture.svg").read_text()
+        self.assertEqual(mod.build(), svg, "docs/architecture.svg differs from docs/architecture.py: run `make docs`")
+        root = ET.fromstring(svg)
+        self.assertEqual("{http://www.w3.org/2000/svg}svg", root.tag)
+        self.assertNotIn("<script", svg)
+        self.assertNotIn("href=", svg)  # self-contained
+        words = " ".join(t.text or "" for t in root.iter("{http://www.w3.org/2000/svg}text"))
+        for part in ("Envoy", "Tollgate Wasm filter", "tokenize", "price", "govern", "admit call-out",
+                     "hit → local reply", "settle (batched)", "POST /v1/admit", "POST /v1/settle",
+                     "OpenAI API", "Anthropic API", "Self-hosted pool", "ONNX embedder", "ANN index", "budgets",
+                     "spend ledger", "prefix tracker", "cost dashboard", "GET /metrics", "embedded redb",
+                     "Redis (shared)", "Prometheus", "Grafana", "OpenAI SDK", "Anthropic SDK"):
+            self.assertIn(part, words)
+
+
 if __name__ == "__main__":
     unittest.main()
