@@ -49,8 +49,8 @@ docs:
 	python3 scripts/gen_config_reference.py
 	python3 docs/architecture.py
 
-# PNG plots of the committed benchmark results (matplotlib from .venv: make setup).
-plots: setup
+# PNG plots of the committed benchmark results (matplotlib in .venv: make setup installs it).
+plots:
 	.venv/bin/python benches/plot.py
 
 fmt:

@@ -167,7 +167,11 @@ COLORS = {"base": "#8c8c8c", "tollgate": "#1f6fb4", "exact": "#2a9d5c", "miss": 
 
 
 def setup_matplotlib():
-    import matplotlib
+    try:
+        import matplotlib
+    except ImportError:
+        raise SystemExit("benches/plot.py needs matplotlib: `make setup` installs it into .venv "
+                         "(scripts/requirements.txt); run it with .venv/bin/python") from None
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
     plt.rcParams.update({"figure.dpi": 110, "savefig.dpi": 110, "font.size": 9.5, "axes.spines.top": False,
