@@ -22,14 +22,11 @@ SCHEMAS = ROOT / "schemas"
 BEGIN = "<!-- BEGIN GENERATED CONFIG REFERENCE: scripts/gen_config_reference.py from schemas/*.schema.json; edit those, then `make docs` -->"
 END = "<!-- END GENERATED CONFIG REFERENCE -->"
 
-# (schema file, heading, what it configures, how the top level is split into tables)
+# (schema file, heading); each schema's own description introduces its tables.
 DOCUMENTS = [
-    ("filter-config", "Filter policy",
-     "The Wasm plugin's JSON `configuration` (Envoy `PluginConfig`, Istio `WasmPlugin.spec.pluginConfig`)."),
-    ("service-config", "Cache service configuration file",
-     "The JSON file given to the cache service with `--config` / `TOLLGATE_CONFIG`."),
-    ("budget", "Budget definitions",
-     "The body of `PUT /v1/budgets/{id}` / `POST /v1/budgets` and of `tollgate-cache-service budgets set`."),
+    ("filter-config", "Filter policy"),
+    ("service-config", "Cache service configuration file"),
+    ("budget", "Budget definitions"),
 ]
 
 # Integer bounds that only restate the Rust type (u32/u64) carry no information for a reader.
@@ -254,11 +251,11 @@ def table(rows):
     return out
 
 
-def render_document(name, heading, intro):
+def render_document(name, heading):
     root = load(name)
     w = Walker(root)
-    lines = [f"### {heading}", "", f"{intro} Schema: [`schemas/{name}.schema.json`](schemas/{name}.schema.json).",
-             cell(root.get("description", "")), ""]
+    lines = [f"### {heading}", "", cell(root.get("description", "")) +
+             f" Schema: [`schemas/{name}.schema.json`](schemas/{name}.schema.json).", ""]
     props = root.get("properties", {})
     req = set(root.get("required", []))
     # Objects with fields of their own get a table each; scalars at the top level share one.
@@ -289,8 +286,8 @@ def render_document(name, heading, intro):
 
 def render():
     lines = [BEGIN, ""]
-    for name, heading, intro in DOCUMENTS:
-        lines += render_document(name, heading, intro)
+    for name, heading in DOCUMENTS:
+        lines += render_document(name, heading)
     lines.append(END)
     return "\n".join(lines) + "\n"
 
