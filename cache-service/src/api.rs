@@ -230,10 +230,10 @@ async fn admit(State(s): State<Arc<AppState>>, Json(req): Json<AdmitRequest>) ->
     if let (Some(q), Some(id)) = (&req.budget, &req.identity) {
         let now = crate::budget::now_ms();
         let started = std::time::Instant::now();
-        let breaker = s
-            .breaker
-            .as_ref()
-            .map_or(BreakerVerdict::Pass, |b| b.check(&id.team, now));
+        let breaker = match &s.breaker {
+            Some(b) => b.check(&id.team, now).await,
+            None => BreakerVerdict::Pass,
+        };
         if let BreakerVerdict::Reject {
             retry_after_seconds,
         } = breaker
@@ -324,9 +324,11 @@ async fn settle(
     })?;
     s.metrics.inc("tollgate_ledger_records_total", &[], new);
     let now = crate::budget::now_ms();
+    let mut batch_cost = 0u64;
     for r in &batch.records {
         let identity = identity_of(r);
         let cost = r.cost_pico.unwrap_or(0);
+        batch_cost = batch_cost.saturating_add(cost);
         if r.reservation_id.is_some() || cost > 0 {
             let charge = Charge {
                 cost_pico: cost,
@@ -347,9 +349,6 @@ async fn settle(
                     ApiError::Unavailable("budget store unavailable")
                 })?;
         }
-        if let Some(b) = &s.breaker {
-            b.record(cost, now);
-        }
         if let Some(a) = &s.anomaly
             && let Some(hit) = a.record(&identity.team, cost, now)
         {
@@ -362,6 +361,10 @@ async fn settle(
                 "spend anomaly: today's spend is far above the trailing daily average"
             );
         }
+    }
+    // One record per batch: a shared (Redis) window costs one round trip per batch.
+    if let Some(b) = &s.breaker {
+        b.record(batch_cost, now).await;
     }
     let summary = s.engine.settle(batch).await?;
     Ok(Json(summary).into_response())

@@ -6,12 +6,25 @@
 //! - the **anomaly signal** flags a team whose spend today exceeds N times its trailing daily
 //!   average (a metric and a log line; nothing is blocked).
 //!
-//! Both are fed by settle records (actual spend) and kept in memory per service replica: with
-//! several replicas behind one load balancer each sees its share of the traffic, so the breaker
-//! threshold applies per replica (documented in the README).
-
+//! Both are fed by settle records (actual spend). The breaker's window lives in memory in
+//! embedded mode ([`SpendBreaker::new`]) and in Redis when the service runs with `--redis-url`
+//! ([`SpendBreaker::shared`]): replicas sharing a Redis namespace then share one window, so the
+//! threshold applies to the spend of all of them together.
+//!
+//! The shared window is a ring of bucket counters, `{ns}:b:brk:{bucket seconds}:{bucket index}`
+//! (pico-USD, `INCRBY`, expiring one bucket after they leave the window; no tenant, key or
+//! prompt in the key). A bucket is 1 s for windows up to 60 s and `ceil(window / 60)` s above,
+//! so a sum reads at most 60 keys (one `MGET`); the window then ends on a bucket boundary, i.e.
+//! it is up to one bucket longer than configured. Admits read the sum from a copy refreshed at
+//! most every [`SHARED_REFRESH_MS`]: one admit refreshes it (one round trip) while the others
+//! use the copy, so the breaker adds no Redis call to most admits. A replica sees its own spend
+//! at once and other replicas' within that interval. The anomaly detector stays per replica.
 use std::collections::{BTreeMap, HashMap, VecDeque};
-use std::sync::Mutex;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Mutex, PoisonError};
+use std::time::Duration;
+
+use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 
 use serde::Deserialize;
 
@@ -109,21 +122,205 @@ pub enum BreakerVerdict {
     Downgrade { model: String },
 }
 
-/// Sliding-window spend rate: one bucket per second.
+/// How long a replica uses its copy of the shared window's sum before reading Redis again.
+pub const SHARED_REFRESH_MS: u64 = 200;
+/// Most buckets a shared window is read from.
+const SHARED_MAX_BUCKETS: u64 = 60;
+/// A single record adds at most this (pico-USD, 1M USD) to a Redis bucket: Redis counters are
+/// signed 64-bit.
+const MAX_RECORD_PICO: u64 = 1_000_000_000_000_000_000;
+
+/// Sliding-window spend rate, in memory (one bucket per second) or shared through Redis.
 #[derive(Debug)]
 pub struct SpendBreaker {
     config: BreakerConfig,
     max_pico: u128,
-    buckets: Mutex<VecDeque<(u64, u128)>>,
+    window: Window,
+}
+
+#[derive(Debug)]
+enum Window {
+    Local(Mutex<VecDeque<(u64, u128)>>),
+    Shared(SharedWindow),
+}
+
+/// The Redis-backed window and this replica's copy of its sum.
+struct SharedWindow {
+    conn: ConnectionManager,
+    /// `{ns}:b:brk:{bucket_s}:`
+    prefix: String,
+    bucket_s: u64,
+    buckets: u64,
+    refresh_ms: u64,
+    copy: Mutex<SumCopy>,
+    /// One refresh at a time; the others use the copy.
+    refreshing: AtomicBool,
+    reads: AtomicU64,
+}
+
+impl std::fmt::Debug for SharedWindow {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SharedWindow")
+            .field("prefix", &self.prefix)
+            .field("bucket_s", &self.bucket_s)
+            .field("buckets", &self.buckets)
+            .finish_non_exhaustive()
+    }
+}
+
+#[derive(Debug, Default)]
+struct SumCopy {
+    /// Sum of the window read at `read_at_ms`, plus what this replica recorded since.
+    sum: u128,
+    read_at_ms: Option<u64>,
+}
+
+/// Clears the refresh flag when the refresh ends (also if its future is dropped).
+struct Refreshing<'a>(&'a AtomicBool);
+
+impl Drop for Refreshing<'_> {
+    fn drop(&mut self) {
+        self.0.store(false, Ordering::Release);
+    }
+}
+
+fn valid_namespace(ns: &str) -> bool {
+    (1..=64).contains(&ns.len())
+        && ns
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'.' | b'-'))
+}
+
+impl SharedWindow {
+    fn new(conn: ConnectionManager, namespace: &str, window_seconds: u64) -> Self {
+        let bucket_s = window_seconds.div_ceil(SHARED_MAX_BUCKETS).max(1);
+        SharedWindow {
+            conn,
+            prefix: format!("{namespace}:b:brk:{bucket_s}:"),
+            bucket_s,
+            buckets: window_seconds.div_ceil(bucket_s).max(1),
+            refresh_ms: SHARED_REFRESH_MS,
+            copy: Mutex::new(SumCopy::default()),
+            refreshing: AtomicBool::new(false),
+            reads: AtomicU64::new(0),
+        }
+    }
+
+    fn bucket_key(&self, index: u64) -> String {
+        format!("{}{index}", self.prefix)
+    }
+
+    fn copy(&self) -> std::sync::MutexGuard<'_, SumCopy> {
+        self.copy.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    async fn record(&self, cost_pico: u64, now_ms: u64) {
+        let cost = cost_pico.min(MAX_RECORD_PICO);
+        let index = now_ms / 1000 / self.bucket_s;
+        // Kept one bucket (and a minute of clock skew between replicas) past the window.
+        let ttl_ms = (self.buckets + 1) * self.bucket_s * 1000 + 60_000;
+        let mut pipe = redis::pipe();
+        pipe.atomic()
+            .incr(self.bucket_key(index), cost)
+            .ignore()
+            .pexpire(self.bucket_key(index), ttl_ms as i64)
+            .ignore();
+        let mut conn = self.conn.clone();
+        match pipe.query_async::<()>(&mut conn).await {
+            Ok(()) => self.copy().sum += u128::from(cost),
+            Err(e) => tracing::warn!(error = %e, "spend breaker: recording spend in redis failed"),
+        }
+    }
+
+    /// The window's sum: the copy while it is fresh or while another task refreshes it.
+    async fn sum(&self, now_ms: u64) -> u128 {
+        {
+            let c = self.copy();
+            let fresh = c
+                .read_at_ms
+                .is_some_and(|t| now_ms >= t && now_ms - t < self.refresh_ms);
+            if fresh {
+                return c.sum;
+            }
+        }
+        if self
+            .refreshing
+            .compare_exchange(false, true, Ordering::Acquire, Ordering::Relaxed)
+            .is_err()
+        {
+            return self.copy().sum;
+        }
+        let _flag = Refreshing(&self.refreshing);
+        let last = now_ms / 1000 / self.bucket_s;
+        let keys: Vec<String> = (0..self.buckets)
+            .map(|i| self.bucket_key(last.saturating_sub(i)))
+            .collect();
+        let mut conn = self.conn.clone();
+        let read: Result<Vec<Option<u64>>, _> =
+            redis::cmd("MGET").arg(&keys).query_async(&mut conn).await;
+        self.reads.fetch_add(1, Ordering::Relaxed);
+        let mut c = self.copy();
+        match read {
+            Ok(values) => {
+                c.sum = values.into_iter().flatten().map(u128::from).sum();
+                c.read_at_ms = Some(now_ms);
+            }
+            // Keep the last sum; try again after the refresh interval.
+            Err(e) => {
+                tracing::warn!(error = %e, "spend breaker: reading the shared window failed");
+                c.read_at_ms = Some(now_ms);
+            }
+        }
+        c.sum
+    }
 }
 
 impl SpendBreaker {
+    /// A window kept in this process's memory (embedded mode).
     pub fn new(config: BreakerConfig) -> Self {
         let max_pico = (config.max_usd * 1e12) as u128;
         SpendBreaker {
             config,
             max_pico,
-            buckets: Mutex::new(VecDeque::new()),
+            window: Window::Local(Mutex::new(VecDeque::new())),
+        }
+    }
+
+    /// A window shared by every replica using the same Redis and `namespace`.
+    pub async fn shared(config: BreakerConfig, url: &str, namespace: &str) -> Result<Self, String> {
+        if !valid_namespace(namespace) {
+            return Err(format!(
+                "invalid redis namespace {namespace:?}: use 1-64 of [A-Za-z0-9_.-]"
+            ));
+        }
+        let client = redis::Client::open(url).map_err(|e| format!("spend breaker: {e}"))?;
+        let cfg = ConnectionManagerConfig::new()
+            .set_response_timeout(Some(Duration::from_secs(2)))
+            .set_connection_timeout(Some(Duration::from_secs(2)))
+            .set_number_of_retries(2)
+            .set_max_delay(Duration::from_secs(1));
+        let conn = ConnectionManager::new_with_config(client, cfg)
+            .await
+            .map_err(|e| format!("spend breaker: {e}"))?;
+        let max_pico = (config.max_usd * 1e12) as u128;
+        let window = Window::Shared(SharedWindow::new(conn, namespace, config.window_seconds));
+        Ok(SpendBreaker {
+            config,
+            max_pico,
+            window,
+        })
+    }
+
+    /// True when the window is shared through Redis.
+    pub fn is_shared(&self) -> bool {
+        matches!(self.window, Window::Shared(_))
+    }
+
+    /// How many times the shared window's sum was read from Redis (0 for a local window).
+    pub fn shared_reads(&self) -> u64 {
+        match &self.window {
+            Window::Local(_) => 0,
+            Window::Shared(w) => w.reads.load(Ordering::Relaxed),
         }
     }
 
@@ -135,12 +332,16 @@ impl SpendBreaker {
     }
 
     /// Records actual spend at `now_ms`.
-    pub fn record(&self, cost_pico: u64, now_ms: u64) {
+    pub async fn record(&self, cost_pico: u64, now_ms: u64) {
         if cost_pico == 0 {
             return;
         }
+        let b = match &self.window {
+            Window::Local(b) => b,
+            Window::Shared(w) => return w.record(cost_pico, now_ms).await,
+        };
         let now_s = now_ms / 1000;
-        let mut b = self.buckets.lock().unwrap_or_else(|e| e.into_inner());
+        let mut b = b.lock().unwrap_or_else(PoisonError::into_inner);
         match b.back_mut() {
             Some((t, v)) if *t == now_s => *v += u128::from(cost_pico),
             // Out-of-order records (batched settles) land in the newest bucket.
@@ -150,20 +351,25 @@ impl SpendBreaker {
         self.trim(&mut b, now_s);
     }
 
-    /// Spend in the current window, pico-USD.
-    pub fn window_spend(&self, now_ms: u64) -> u128 {
-        let mut b = self.buckets.lock().unwrap_or_else(|e| e.into_inner());
+    /// Spend in the current window, pico-USD (shared: as this replica last read it, at most
+    /// [`SHARED_REFRESH_MS`] old, plus its own spend since).
+    pub async fn window_spend(&self, now_ms: u64) -> u128 {
+        let b = match &self.window {
+            Window::Local(b) => b,
+            Window::Shared(w) => return w.sum(now_ms).await,
+        };
+        let mut b = b.lock().unwrap_or_else(PoisonError::into_inner);
         self.trim(&mut b, now_ms / 1000);
         b.iter().map(|(_, v)| v).sum()
     }
 
-    pub fn tripped(&self, now_ms: u64) -> bool {
-        self.window_spend(now_ms) > self.max_pico
+    pub async fn tripped(&self, now_ms: u64) -> bool {
+        self.window_spend(now_ms).await > self.max_pico
     }
 
     /// The verdict for a request of `team` at `now_ms`.
-    pub fn check(&self, team: &str, now_ms: u64) -> BreakerVerdict {
-        if self.config.exempt_teams.iter().any(|t| t == team) || !self.tripped(now_ms) {
+    pub async fn check(&self, team: &str, now_ms: u64) -> BreakerVerdict {
+        if self.config.exempt_teams.iter().any(|t| t == team) || !self.tripped(now_ms).await {
             return BreakerVerdict::Pass;
         }
         match (&self.config.action, &self.config.downgrade_to) {
@@ -255,31 +461,31 @@ mod tests {
         SpendBreaker::new(cfg)
     }
 
-    #[test]
-    fn trips_above_the_window_rate_and_recovers_when_it_slides_out() {
+    #[tokio::test]
+    async fn trips_above_the_window_rate_and_recovers_when_it_slides_out() {
         let b = breaker("reject");
         let t0 = 1_700_000_000_000;
-        b.record(3 * USD, t0);
-        assert_eq!(b.check("search", t0), BreakerVerdict::Pass);
-        b.record(3 * USD, t0 + 30_000);
+        b.record(3 * USD, t0).await;
+        assert_eq!(b.check("search", t0).await, BreakerVerdict::Pass);
+        b.record(3 * USD, t0 + 30_000).await;
         assert_eq!(
-            b.check("search", t0 + 30_000),
+            b.check("search", t0 + 30_000).await,
             BreakerVerdict::Reject {
                 retry_after_seconds: 60
             }
         );
-        assert_eq!(b.check("checkout", t0 + 30_000), BreakerVerdict::Pass);
+        assert_eq!(b.check("checkout", t0 + 30_000).await, BreakerVerdict::Pass);
         // 61 s after the first record it has left the window: 3 USD < 5 USD.
-        assert_eq!(b.check("search", t0 + 61_000), BreakerVerdict::Pass);
-        assert_eq!(b.window_spend(t0 + 61_000), u128::from(3 * USD));
+        assert_eq!(b.check("search", t0 + 61_000).await, BreakerVerdict::Pass);
+        assert_eq!(b.window_spend(t0 + 61_000).await, u128::from(3 * USD));
     }
 
-    #[test]
-    fn downgrade_action_names_the_model() {
+    #[tokio::test]
+    async fn downgrade_action_names_the_model() {
         let b = breaker("downgrade");
-        b.record(6 * USD, 1_000);
+        b.record(6 * USD, 1_000).await;
         assert_eq!(
-            b.check("search", 1_000),
+            b.check("search", 1_000).await,
             BreakerVerdict::Downgrade {
                 model: "gpt-4o-mini".into()
             }

@@ -317,13 +317,19 @@ pub async fn build(args: &ServeArgs) -> Result<Arc<AppState>, String> {
     let ledger = crate::ledger::open(&ledger_cfg)
         .await
         .map_err(|e| format!("ledger: {e}"))?;
+    // With Redis the breaker's window is shared by the replicas, as the budgets are.
+    let breaker = match (file.budgets.breaker, &args.redis_url) {
+        (None, _) => None,
+        (Some(b), None) => Some(SpendBreaker::new(b)),
+        (Some(b), Some(url)) => Some(SpendBreaker::shared(b, url, &args.redis_namespace).await?),
+    };
     Ok(Arc::new(AppState::new(
         engine,
         metrics,
         args.admin_token.clone().filter(|t| !t.is_empty()),
         budgets,
         ledger,
-        file.budgets.breaker.map(SpendBreaker::new),
+        breaker,
         file.budgets.anomaly.map(AnomalyDetector::new),
     )))
 }

@@ -68,9 +68,15 @@ pub struct BudgetOptions {
     /// How long a reservation holds budget if its request never settles (`sweep` then
     /// releases it; a later settle still charges). Longer than the longest request.
     pub reservation_ttl_ms: u64,
-    /// How long definitions are cached before the store is read again (how soon a replica
-    /// sees another replica's changes; its own are seen at once). 0: read on every admit.
+    /// How long definitions are cached before the store is asked again (how soon a replica
+    /// sees another replica's changes; its own are seen at once). 0: ask on every admit.
+    /// Asking is cheap: the store's definitions version is compared first, and definitions
+    /// are read again only when it changed. One task asks; the others keep using the current
+    /// definitions meanwhile.
     pub defs_refresh_ms: u64,
+    /// Definitions are read in full at least this often even when the store's version did not
+    /// change (a safety net for writers that do not bump it, e.g. older replicas mid-upgrade).
+    pub defs_full_reload_ms: u64,
 }
 
 impl Default for BudgetOptions {
@@ -78,6 +84,7 @@ impl Default for BudgetOptions {
         BudgetOptions {
             reservation_ttl_ms: 10 * 60 * 1000,
             defs_refresh_ms: 1000,
+            defs_full_reload_ms: 60_000,
         }
     }
 }
@@ -113,9 +120,32 @@ pub struct UsageReport {
     pub remaining_pico: Option<u64>,
 }
 
+/// The validated definitions as last read, and when.
 struct DefCache {
+    /// Last time the store confirmed these are current (version check or full read).
+    checked_at_ms: u64,
+    /// Last full read.
     loaded_at_ms: u64,
+    /// The store's definitions version they were read at.
+    version: Option<u64>,
+    /// [`Budgets::generation`] when the read started (a local change since makes them unusable).
+    generation: u64,
     budgets: Arc<Vec<Budget>>,
+}
+
+/// How often the definitions cache went to the store (see [`Budgets::definition_reads`]).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct DefinitionReads {
+    /// Every definition read, validated and sorted.
+    pub full: u64,
+    /// Only the store's definitions version read (unchanged: nothing else read).
+    pub version_checks: u64,
+}
+
+enum Cached {
+    Fresh(Arc<Vec<Budget>>),
+    Stale(Arc<Vec<Budget>>),
+    Missing,
 }
 
 /// The budget façade: definitions, admit (reserve), settle, sweep, usage.
@@ -123,6 +153,12 @@ pub struct Budgets {
     store: Arc<dyn BudgetStore>,
     opts: BudgetOptions,
     defs: Mutex<Option<DefCache>>,
+    /// Held by the one task refreshing the definitions (single flight).
+    refresh: tokio::sync::Mutex<()>,
+    /// Bumped by every change made through this instance.
+    generation: AtomicU64,
+    full_reads: AtomicU64,
+    version_checks: AtomicU64,
     seed: [u64; 2],
     seq: AtomicU64,
 }
@@ -135,7 +171,7 @@ impl std::fmt::Debug for Budgets {
     }
 }
 
-fn random_u64() -> u64 {
+pub(crate) fn random_u64() -> u64 {
     use std::hash::{BuildHasher, Hasher};
     // Each RandomState is seeded from the OS's randomness (then stepped per instance).
     let mut h = std::collections::hash_map::RandomState::new().build_hasher();
@@ -161,6 +197,10 @@ impl Budgets {
             store,
             opts,
             defs: Mutex::new(None),
+            refresh: tokio::sync::Mutex::new(()),
+            generation: AtomicU64::new(0),
+            full_reads: AtomicU64::new(0),
+            version_checks: AtomicU64::new(0),
             seed: [random_u64(), random_u64()],
             seq: AtomicU64::new(0),
         }
@@ -235,21 +275,87 @@ impl Budgets {
     }
 
     fn invalidate(&self) {
+        self.generation.fetch_add(1, Ordering::AcqRel);
         *self.defs.lock().unwrap_or_else(PoisonError::into_inner) = None;
     }
 
-    /// The validated definitions, cached for `defs_refresh_ms`.
+    /// How often the definitions were read in full, and how often only their version was
+    /// checked, since this instance was created.
+    pub fn definition_reads(&self) -> DefinitionReads {
+        DefinitionReads {
+            full: self.full_reads.load(Ordering::Relaxed),
+            version_checks: self.version_checks.load(Ordering::Relaxed),
+        }
+    }
+
+    fn cached(&self, now_ms: u64, generation: u64) -> Cached {
+        let cache = self.defs.lock().unwrap_or_else(PoisonError::into_inner);
+        match cache.as_ref() {
+            Some(c) if c.generation == generation => {
+                if now_ms.saturating_sub(c.checked_at_ms) < self.opts.defs_refresh_ms {
+                    Cached::Fresh(c.budgets.clone())
+                } else {
+                    Cached::Stale(c.budgets.clone())
+                }
+            }
+            _ => Cached::Missing,
+        }
+    }
+
+    /// The validated definitions, cached for `defs_refresh_ms`. When they are due, one task
+    /// refreshes them while concurrent callers keep using the current ones (with
+    /// `defs_refresh_ms` 0, or after a change made through this instance, callers wait).
     async fn budgets(&self, now_ms: u64) -> Result<Arc<Vec<Budget>>, BudgetError> {
-        {
+        let stale = match self.cached(now_ms, self.generation.load(Ordering::Acquire)) {
+            Cached::Fresh(b) => return Ok(b),
+            Cached::Stale(b) if self.opts.defs_refresh_ms > 0 => Some(b),
+            _ => None,
+        };
+        let _flight = match (self.refresh.try_lock(), stale) {
+            (Ok(guard), _) => guard,
+            (Err(_), Some(b)) => return Ok(b),
+            (Err(_), None) => self.refresh.lock().await,
+        };
+        // Refreshed by another task while this one waited?
+        let generation = self.generation.load(Ordering::Acquire);
+        if let Cached::Fresh(b) = self.cached(now_ms, generation) {
+            return Ok(b);
+        }
+        self.refresh_defs(now_ms, generation).await
+    }
+
+    /// Asks the store for its definitions version and reads every definition only if it
+    /// changed (or no version is known, or the last full read is `defs_full_reload_ms` old).
+    async fn refresh_defs(
+        &self,
+        now_ms: u64,
+        generation: u64,
+    ) -> Result<Arc<Vec<Budget>>, BudgetError> {
+        let current = {
             let cache = self.defs.lock().unwrap_or_else(PoisonError::into_inner);
-            if let Some(c) = cache.as_ref()
-                && now_ms.saturating_sub(c.loaded_at_ms) < self.opts.defs_refresh_ms
-            {
-                return Ok(c.budgets.clone());
+            cache
+                .as_ref()
+                .filter(|c| {
+                    c.generation == generation
+                        && c.version.is_some()
+                        && now_ms.saturating_sub(c.loaded_at_ms) < self.opts.defs_full_reload_ms
+                })
+                .map(|c| (c.version, c.budgets.clone()))
+        };
+        if let Some((version, budgets)) = current {
+            self.version_checks.fetch_add(1, Ordering::Relaxed);
+            if self.store.defs_version().await? == version {
+                let mut cache = self.defs.lock().unwrap_or_else(PoisonError::into_inner);
+                if let Some(c) = cache.as_mut().filter(|c| c.generation == generation) {
+                    c.checked_at_ms = c.checked_at_ms.max(now_ms);
+                }
+                return Ok(budgets);
             }
         }
-        let mut budgets = Vec::new();
-        for d in self.store.list_defs().await? {
+        self.full_reads.fetch_add(1, Ordering::Relaxed);
+        let (version, defs) = self.store.list_defs_versioned().await?;
+        let mut budgets = Vec::with_capacity(defs.len());
+        for d in defs {
             let id = d.id.clone();
             match Budget::try_from(d) {
                 Ok(b) => budgets.push(b),
@@ -260,8 +366,13 @@ impl Budgets {
         }
         budgets.sort_by(|a, b| a.id.cmp(&b.id));
         let budgets = Arc::new(budgets);
+        // Kept under the generation the read started at: a local change made meanwhile makes
+        // the next caller read again.
         *self.defs.lock().unwrap_or_else(PoisonError::into_inner) = Some(DefCache {
+            checked_at_ms: now_ms,
             loaded_at_ms: now_ms,
+            version,
+            generation,
             budgets: budgets.clone(),
         });
         Ok(budgets)

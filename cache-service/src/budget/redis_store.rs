@@ -5,6 +5,8 @@
 //! | key | type | content |
 //! |---|---|---|
 //! | `{p}:b:defs` | hash | budget id -> [`BudgetDef`] JSON |
+//! | `{p}:b:defsver` | string | definitions version: a random u64, replaced (in the same transaction) by every put and delete |
+//! | `{p}:b:brk:{bucket seconds}:{bucket}` | string | spend circuit breaker window bucket, pico-USD (see `crate::breaker`) |
 //! | `{p}:b:w:{hash(budget, scope)}:{start}` | hash | `b`, `s`, `st`, `en`: budget, scope, start, end; `sc si so`: spent cost/input/output; `rc ri ro`: reserved |
 //! | `{p}:b:widx` | sorted set | window keys scored by keep-until (usage listing, cleanup) |
 //! | `{p}:b:r:{reservation id}` | hash | `st` (`a` active, `s` settled, `x` expired), `c i o` reserved amounts, `ex` expiry, `w` window keys |
@@ -255,11 +257,18 @@ impl RedisBudgetStore {
         let conn = ConnectionManager::new_with_config(client, config)
             .await
             .map_err(unavailable)?;
-        Ok(RedisBudgetStore {
+        let store = RedisBudgetStore {
             conn,
             prefix: namespace.to_owned(),
             scripts: Scripts::new(),
-        })
+        };
+        // A store written before definitions had a version gets one (a no-op otherwise).
+        let ver = &store.key("defsver");
+        let token = super::random_u64();
+        store
+            .run(|mut c| async move { c.set_nx::<_, _, ()>(ver, token).await })
+            .await?;
+        Ok(store)
     }
 
     pub fn namespace(&self) -> &str {
@@ -317,6 +326,18 @@ fn parse_counters(flat: &[String]) -> Vec<Counters> {
         .collect()
 }
 
+fn parse_defs(all: HashMap<String, String>) -> Vec<BudgetDef> {
+    let mut out = Vec::with_capacity(all.len());
+    for (id, v) in all {
+        match serde_json::from_str::<BudgetDef>(&v) {
+            Ok(d) => out.push(d),
+            Err(e) => tracing::warn!(id, error = %e, "redis budgets: skipped definition"),
+        }
+    }
+    out.sort_by(|a, b| a.id.cmp(&b.id));
+    out
+}
+
 fn capped(a: Amounts) -> Amounts {
     Amounts {
         cost_pico: a.cost_pico.min(MAX_AMOUNT),
@@ -329,18 +350,60 @@ fn capped(a: Amounts) -> Amounts {
 impl BudgetStore for RedisBudgetStore {
     async fn put_def(&self, def: &BudgetDef) -> Result<(), BudgetError> {
         let key = &self.key("defs");
+        let ver = &self.key("defsver");
         let v = &serde_json::to_string(def).map_err(unavailable)?;
         let id = &def.id;
-        self.run(|mut c| async move { c.hset::<_, _, _, ()>(key, id, v).await })
-            .await
+        let token = super::random_u64();
+        self.run(|mut c| async move {
+            redis::pipe()
+                .atomic()
+                .hset(key, id, v)
+                .ignore()
+                .set(ver, token)
+                .ignore()
+                .query_async::<()>(&mut c)
+                .await
+        })
+        .await
     }
 
     async fn delete_def(&self, id: &str) -> Result<bool, BudgetError> {
         let key = &self.key("defs");
-        let n: u64 = self
-            .run(|mut c| async move { c.hdel(key, id).await })
+        let ver = &self.key("defsver");
+        let token = super::random_u64();
+        let (n,): (u64,) = self
+            .run(|mut c| async move {
+                redis::pipe()
+                    .atomic()
+                    .hdel(key, id)
+                    .set(ver, token)
+                    .ignore()
+                    .query_async(&mut c)
+                    .await
+            })
             .await?;
         Ok(n > 0)
+    }
+
+    async fn defs_version(&self) -> Result<Option<u64>, BudgetError> {
+        let ver = &self.key("defsver");
+        self.run(|mut c| async move { c.get(ver).await }).await
+    }
+
+    async fn list_defs_versioned(&self) -> Result<(Option<u64>, Vec<BudgetDef>), BudgetError> {
+        let key = &self.key("defs");
+        let ver = &self.key("defsver");
+        let (version, all): (Option<u64>, HashMap<String, String>) = self
+            .run(|mut c| async move {
+                redis::pipe()
+                    .atomic()
+                    .get(ver)
+                    .hgetall(key)
+                    .query_async(&mut c)
+                    .await
+            })
+            .await?;
+        Ok((version, parse_defs(all)))
     }
 
     async fn list_defs(&self) -> Result<Vec<BudgetDef>, BudgetError> {
@@ -348,15 +411,7 @@ impl BudgetStore for RedisBudgetStore {
         let all: HashMap<String, String> = self
             .run(|mut c| async move { c.hgetall(key).await })
             .await?;
-        let mut out = Vec::with_capacity(all.len());
-        for (id, v) in all {
-            match serde_json::from_str::<BudgetDef>(&v) {
-                Ok(d) => out.push(d),
-                Err(e) => tracing::warn!(id, error = %e, "redis budgets: skipped definition"),
-            }
-        }
-        out.sort_by(|a, b| a.id.cmp(&b.id));
-        Ok(out)
+        Ok(parse_defs(all))
     }
 
     async fn reserve(

@@ -109,6 +109,17 @@ pub trait BudgetStore: Send + Sync + 'static {
     async fn delete_def(&self, id: &str) -> Result<bool, BudgetError>;
     /// Every definition, by id.
     async fn list_defs(&self) -> Result<Vec<BudgetDef>, BudgetError>;
+    /// A token that changes whenever a definition is put or deleted (by any replica sharing
+    /// the store), so a definitions cache can skip reading unchanged definitions. `None`: the
+    /// backend keeps none (every refresh then reads every definition).
+    async fn defs_version(&self) -> Result<Option<u64>, BudgetError> {
+        Ok(None)
+    }
+    /// Every definition with the [`defs_version`](Self::defs_version) they were read at (read
+    /// together atomically: a change after the version was read is not in the list).
+    async fn list_defs_versioned(&self) -> Result<(Option<u64>, Vec<BudgetDef>), BudgetError> {
+        Ok((None, self.list_defs().await?))
+    }
     /// Atomically checks every window and reserves `amounts` in all of them, or in none.
     async fn reserve(
         &self,
