@@ -31,6 +31,7 @@
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::mpsc::{self, RecvTimeoutError};
 use std::sync::{Mutex, MutexGuard, PoisonError};
 use std::thread::JoinHandle;
@@ -92,12 +93,58 @@ struct StoredReservation {
     forget_at_ms: u64,
 }
 
+/// Shards of the maps that grow with traffic (reservations, charge markers).
+const SHARDS: usize = 256;
+
+/// A map from string keys split into [`SHARDS`] hash maps. A `HashMap` grows by moving every
+/// entry into a table twice the size, in one go: at a million reservations that stopped every
+/// admit (they all wait for the store's lock) for 0.3-1.7 s (`benches/results/budgets.md`).
+/// Split, each shard grows on its own, at 1/[`SHARDS`] of the cost.
+struct Sharded<V> {
+    shards: Vec<HashMap<String, V>>,
+}
+
+impl<V> Default for Sharded<V> {
+    fn default() -> Self {
+        Sharded {
+            shards: (0..SHARDS).map(|_| HashMap::new()).collect(),
+        }
+    }
+}
+
+impl<V> Sharded<V> {
+    fn shard(key: &str) -> usize {
+        // FNV-1a: keys are random hex ids or hashes, any mix of their bytes spreads them.
+        let h = key.bytes().fold(0x811c_9dc5_u32, |h, b| {
+            (h ^ u32::from(b)).wrapping_mul(0x0100_0193)
+        });
+        h as usize % SHARDS
+    }
+
+    fn get(&self, key: &str) -> Option<&V> {
+        self.shards.get(Self::shard(key))?.get(key)
+    }
+
+    fn contains_key(&self, key: &str) -> bool {
+        self.get(key).is_some()
+    }
+
+    fn insert(&mut self, key: String, value: V) -> Option<V> {
+        let i = Self::shard(&key);
+        self.shards.get_mut(i)?.insert(key, value)
+    }
+
+    fn remove(&mut self, key: &str) -> Option<V> {
+        self.shards.get_mut(Self::shard(key))?.remove(key)
+    }
+}
+
 #[derive(Default)]
 struct Mem {
     defs: BTreeMap<String, BudgetDef>,
     windows: HashMap<WindowKey, StoredWindow>,
-    reservations: HashMap<String, StoredReservation>,
-    charged: HashMap<String, u64>,
+    reservations: Sharded<StoredReservation>,
+    charged: Sharded<u64>,
     // Time indexes, so a sweep touches only what is due (the lock is held meanwhile).
     /// Windows by keep-until.
     windows_by_time: BTreeSet<(u64, WindowKey)>,
@@ -147,6 +194,8 @@ fn window_row(key: &WindowKey) -> String {
 /// same path can be reopened at once.
 pub struct EmbeddedBudgetStore {
     mem: Mutex<Mem>,
+    /// Definitions version (see [`BudgetStore::defs_version`]); changed under the `mem` lock.
+    defs_version: AtomicU64,
     jobs: Option<mpsc::Sender<Job>>,
     writer: Option<JoinHandle<()>>,
     path: PathBuf,
@@ -186,6 +235,7 @@ impl EmbeddedBudgetStore {
             .map_err(unavailable)?;
         Ok(EmbeddedBudgetStore {
             mem: Mutex::new(mem),
+            defs_version: AtomicU64::new(super::random_u64()),
             jobs: Some(jobs),
             writer: Some(writer),
             path,
@@ -536,6 +586,7 @@ impl BudgetStore for EmbeddedBudgetStore {
         let commit = {
             let mut mem = self.lock();
             mem.defs.insert(def.id.clone(), def.clone());
+            self.defs_version.fetch_add(1, Ordering::AcqRel);
             self.queue(vec![Write::Def(def.id.clone(), Some(bytes))], true)
         };
         commit.wait().await
@@ -545,6 +596,9 @@ impl BudgetStore for EmbeddedBudgetStore {
         let (found, commit) = {
             let mut mem = self.lock();
             let found = mem.defs.remove(id).is_some();
+            if found {
+                self.defs_version.fetch_add(1, Ordering::AcqRel);
+            }
             let writes = if found {
                 vec![Write::Def(id.to_owned(), None)]
             } else {
@@ -558,6 +612,16 @@ impl BudgetStore for EmbeddedBudgetStore {
 
     async fn list_defs(&self) -> Result<Vec<BudgetDef>, BudgetError> {
         Ok(self.lock().defs.values().cloned().collect())
+    }
+
+    async fn defs_version(&self) -> Result<Option<u64>, BudgetError> {
+        Ok(Some(self.defs_version.load(Ordering::Acquire)))
+    }
+
+    async fn list_defs_versioned(&self) -> Result<(Option<u64>, Vec<BudgetDef>), BudgetError> {
+        let mem = self.lock();
+        let version = self.defs_version.load(Ordering::Acquire);
+        Ok((Some(version), mem.defs.values().cloned().collect()))
     }
 
     async fn reserve(
@@ -636,9 +700,13 @@ impl BudgetStore for EmbeddedBudgetStore {
             for key in &r.windows {
                 writes.extend(mem.adjust(key, release, charge)?);
             }
+            // A settled reservation is only remembered (a repeated settle is a no-op): its
+            // windows and amounts are not needed any more.
             let settled = StoredReservation {
                 state: ResState::Settled,
                 forget_at_ms: now_ms.saturating_add(TOMBSTONE_RETENTION_MS),
+                windows: Vec::new(),
+                amounts: Amounts::default(),
                 ..r
             };
             writes.push(Write::Reservation(
