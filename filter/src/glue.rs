@@ -9,7 +9,7 @@ use std::collections::VecDeque;
 use tollgate_core::count::CountCache;
 use tollgate_core::metrics::{Cardinality, Counter, Tags, stat_name};
 
-use tollgate_core::exchange::AdmitVerdict;
+use tollgate_core::exchange::{AdmitVerdict, CallVerdict, UpstreamCall};
 use tollgate_core::tenant::PRINCIPAL_PSEUDO_HEADER;
 use tollgate_core::{BodyVerdict, Config, Exchange, HeadersVerdict, Outcome, ResponseBodyVerdict};
 use tollgate_wire::admit::{SettleBatch, SettleRecord};
@@ -197,6 +197,8 @@ pub struct Stream<H: Host> {
     id: u32,
     exchange: Exchange,
     admit_token: Option<u32>,
+    /// The fallback / cascade call-out in flight.
+    upstream_token: Option<u32>,
     /// Size of the request body in Envoy's buffer while admit is in flight.
     request_body_len: usize,
 }
@@ -210,6 +212,7 @@ impl<H: Host> Stream<H> {
             id,
             exchange: Exchange::with_id(fallback),
             admit_token: None,
+            upstream_token: None,
             request_body_len: 0,
         }
     }
@@ -414,6 +417,79 @@ impl<H: Host> Stream<H> {
         }
     }
 
+    /// A call-out answered: the admit call or a fallback / cascade attempt.
+    pub fn on_http_call_response(&mut self, token: u32, body_size: usize) {
+        if self.upstream_token == Some(token) {
+            self.on_upstream_call_response(body_size);
+        } else {
+            self.on_admit_response(token, body_size);
+        }
+    }
+
+    /// Sends a fallback / cascade attempt; when it cannot even be sent, that counts as a failed
+    /// attempt (the next target is tried, and in the end the client gets an error reply).
+    fn send_upstream_call(&mut self, mut call: UpstreamCall) -> Flow {
+        let Some(cfg) = self.config() else {
+            return Flow::Continue;
+        };
+        for _ in 0..=tollgate_core::routing::MAX_FALLBACKS + 1 {
+            let cluster = call.cluster.clone().or_else(|| {
+                self.host
+                    .property(&["xds", "cluster_name"])
+                    .ok()
+                    .flatten()
+                    .or_else(|| self.host.property(&["cluster_name"]).ok().flatten())
+            });
+            let sent = match cluster {
+                Some(c) => self
+                    .host
+                    .http_call(&c, &call.headers, &call.body, call.timeout_ms)
+                    .map_err(|e| format!("cluster {c}: host status {}", e.0)),
+                None => Err("the first attempt's cluster is unknown".to_string()),
+            };
+            match sent {
+                Ok(token) => {
+                    self.upstream_token = Some(token);
+                    return Flow::Pause;
+                }
+                Err(why) => {
+                    self.warn(&format!("fallback call-out failed: {why}"));
+                    match self.exchange.on_call_response(&cfg, None, &[], &[]) {
+                        CallVerdict::Call(next) => call = next,
+                        CallVerdict::Reply(r) => return self.reply(&r),
+                        CallVerdict::Ignore => return Flow::Continue,
+                    }
+                }
+            }
+        }
+        Flow::Continue
+    }
+
+    fn on_upstream_call_response(&mut self, body_size: usize) {
+        self.upstream_token = None;
+        let Some(cfg) = self.config() else {
+            return;
+        };
+        let (status, body) = self.host.http_call_response(body_size);
+        let headers = if status.is_some() {
+            self.host.http_call_response_headers()
+        } else {
+            Vec::new()
+        };
+        match self
+            .exchange
+            .on_call_response(&cfg, status, &headers, &body)
+        {
+            CallVerdict::Call(next) => {
+                self.send_upstream_call(next);
+            }
+            CallVerdict::Reply(r) => {
+                self.reply(&r);
+            }
+            CallVerdict::Ignore => {}
+        }
+    }
+
     /// Request trailers end the request body (HTTP/2, chunked trailers): decide on the body
     /// buffered so far, which would otherwise wait forever for an end-of-stream body callback.
     pub fn on_request_trailers(&mut self) -> Flow {
@@ -457,6 +533,10 @@ impl<H: Host> Stream<H> {
         let v = self
             .exchange
             .on_response_headers(&cfg, status, &headers, end_of_stream);
+        if let Some(call) = v.call {
+            // The upstream failed: its response is held back while the next model is asked.
+            return self.send_upstream_call(call);
+        }
         for (k, val) in &v.add {
             let _ = self.host.set_response_header(k, val);
         }
@@ -495,6 +575,10 @@ impl<H: Host> Stream<H> {
         match verdict {
             ResponseBodyVerdict::Hold => Flow::Pause,
             ResponseBodyVerdict::Continue { .. } => Flow::Continue,
+            ResponseBodyVerdict::Call(call) => {
+                self.send_upstream_call(call);
+                Flow::Pause
+            }
         }
     }
 
@@ -667,8 +751,30 @@ mod tests {
             c.push((cluster.into(), path.into(), body.to_vec()));
             Ok(c.len() as u32)
         }
+        fn http_call(
+            &self,
+            cluster: &str,
+            headers: &[(String, String)],
+            body: &[u8],
+            _timeout_ms: u64,
+        ) -> Result<u32, HostError> {
+            if *self.call_fails.borrow() {
+                return Err(HostError(2));
+            }
+            let path = headers
+                .iter()
+                .find(|(k, _)| k == ":path")
+                .map(|(_, v)| v.clone())
+                .unwrap_or_default();
+            let mut c = self.calls.borrow_mut();
+            c.push((cluster.into(), path, body.to_vec()));
+            Ok(c.len() as u32)
+        }
         fn http_call_response(&self, _body_size: usize) -> (Option<u16>, Vec<u8>) {
             self.call_response.borrow().clone()
+        }
+        fn http_call_response_headers(&self) -> Vec<(String, String)> {
+            vec![("content-type".into(), "application/json".into())]
         }
         fn resume_request(&self) -> Result<(), HostError> {
             *self.resumed.borrow_mut() += 1;
@@ -1035,5 +1141,79 @@ mod tests {
         let mut s = Stream::new(&fake, Rc::new(RefCell::new(None)), 1);
         assert_eq!(s.on_request_headers(false), Flow::Continue);
         assert_eq!(s.on_request_body(1, true), Flow::Continue);
+    }
+
+    #[test]
+    fn a_failed_upstream_is_retried_by_call_out_and_answered_locally() {
+        let fake = Fake::default();
+        *fake.req_headers.borrow_mut() = h(&[
+            (":method", "POST"),
+            (":path", "/v1/chat/completions"),
+            (":authority", "llm"),
+        ]);
+        let body = br#"{"model":"gpt-4o-mini","messages":[{"role":"user","content":"hi"}]}"#;
+        *fake.req_body.borrow_mut() = body.to_vec();
+        let p = plugin(
+            r#"{"routing": {"rules": [{"name": "r", "match": {"models": ["gpt-4o-mini"]},
+                "fallbacks": [{"model": "gpt-4o", "cluster": "backup"}, {"model": "gpt-4.1"}]}]}}"#,
+        );
+        let mut s = Stream::new(&fake, p, 9);
+        s.on_request_headers(false);
+        assert_eq!(s.on_request_body(body.len(), true), Flow::Continue);
+        *fake.resp_headers.borrow_mut() =
+            h(&[(":status", "503"), ("content-type", "application/json")]);
+        assert_eq!(s.on_response_headers(false), Flow::Pause);
+        assert_eq!(
+            s.on_response_body(10, true),
+            Flow::Pause,
+            "the failed body is held back"
+        );
+        {
+            let calls = fake.calls.borrow();
+            assert_eq!(calls.len(), 1);
+            assert_eq!(calls[0].0, "backup");
+            assert_eq!(calls[0].1, "/v1/chat/completions");
+            assert!(String::from_utf8_lossy(&calls[0].2).contains(r#""model":"gpt-4o""#));
+        }
+        // The fallback's answer becomes the client's response.
+        *fake.call_response.borrow_mut() = (
+            Some(200),
+            br#"{"model":"gpt-4o","choices":[{"index":0,"message":{"role":"assistant","content":"yo"},"finish_reason":"stop"}],"usage":{"prompt_tokens":8,"completion_tokens":1}}"#.to_vec(),
+        );
+        s.on_http_call_response(1, 100);
+        let replies = fake.replies.borrow();
+        assert_eq!(replies.len(), 1);
+        assert_eq!(replies[0].status, 200);
+        assert!(
+            replies[0]
+                .headers
+                .contains(&("x-tollgate-model".into(), "gpt-4o".into()))
+        );
+        assert!(
+            fake.metrics.borrow().contains(&(
+                "tollgate_fallbacks_total;tenant=anonymous;model=gpt-4o-mini;reason=5xx".into(),
+                1
+            )),
+            "{:?}",
+            fake.metrics.borrow()
+        );
+        // The second target has no cluster and the fake knows no current cluster: a failed
+        // attempt, so a failing call-out ends in the client's error rather than a hang.
+        drop(replies);
+        let fake2 = Fake::default();
+        *fake2.req_headers.borrow_mut() = fake.req_headers.borrow().clone();
+        *fake2.req_body.borrow_mut() = body.to_vec();
+        *fake2.call_fails.borrow_mut() = true;
+        let p = plugin(
+            r#"{"routing": {"rules": [{"name": "r", "match": {"models": ["gpt-4o-mini"]},
+                "fallbacks": [{"model": "gpt-4o", "cluster": "backup"}]}]}}"#,
+        );
+        let mut s = Stream::new(&fake2, p, 10);
+        s.on_request_headers(false);
+        s.on_request_body(body.len(), true);
+        *fake2.resp_headers.borrow_mut() =
+            h(&[(":status", "429"), ("content-type", "application/json")]);
+        assert_eq!(s.on_response_headers(false), Flow::Pause);
+        assert_eq!(fake2.replies.borrow()[0].status, 504);
     }
 }

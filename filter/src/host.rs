@@ -44,8 +44,19 @@ pub trait Host {
         body: &[u8],
         timeout_ms: u64,
     ) -> Result<u32, HostError>;
+    /// Sends a request with these headers (pseudo-headers included) to an Envoy cluster; the
+    /// answer arrives in `on_http_call_response` of the calling context.
+    fn http_call(
+        &self,
+        cluster: &str,
+        headers: &[(String, String)],
+        body: &[u8],
+        timeout_ms: u64,
+    ) -> Result<u32, HostError>;
     /// Status and body of the call-out response being delivered.
     fn http_call_response(&self, body_size: usize) -> (Option<u16>, Vec<u8>);
+    /// Headers of the call-out response being delivered.
+    fn http_call_response_headers(&self) -> Vec<(String, String)>;
     /// Resumes a request paused in a body callback.
     fn resume_request(&self) -> Result<(), HostError>;
     /// Wall clock, nanoseconds since the Unix epoch.
@@ -124,8 +135,24 @@ impl Host for EnvoyHost {
         ];
         abi::http_call(cluster, &headers, body, timeout_ms)
     }
+    fn http_call(
+        &self,
+        cluster: &str,
+        headers: &[(String, String)],
+        body: &[u8],
+        timeout_ms: u64,
+    ) -> Result<u32, HostError> {
+        let headers: Vec<(&str, &str)> = headers
+            .iter()
+            .map(|(k, v)| (k.as_str(), v.as_str()))
+            .collect();
+        abi::http_call(cluster, &headers, body, timeout_ms)
+    }
     fn http_call_response(&self, body_size: usize) -> (Option<u16>, Vec<u8>) {
         abi::http_call_response(body_size)
+    }
+    fn http_call_response_headers(&self) -> Vec<(String, String)> {
+        abi::get_headers(MapType::HttpCallResponseHeaders).unwrap_or_default()
     }
     fn resume_request(&self) -> Result<(), HostError> {
         abi::resume_request()

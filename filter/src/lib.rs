@@ -147,7 +147,7 @@ impl Context for Http {
         body_size: usize,
         _num_trailers: usize,
     ) {
-        self.stream.on_admit_response(token_id, body_size);
+        self.stream.on_http_call_response(token_id, body_size);
     }
 }
 

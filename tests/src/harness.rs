@@ -106,6 +106,8 @@ pub struct EnvoyOptions {
     pub cache: SocketAddr,
     /// Envoy log level.
     pub log_level: &'static str,
+    /// The routes' upstream timeout (default 600 s), to test what a timeout does.
+    pub route_timeout_ms: Option<u64>,
 }
 
 impl EnvoyOptions {
@@ -123,6 +125,7 @@ impl EnvoyOptions {
             anthropic: upstream,
             cache: SocketAddr::from(([127, 0, 0, 1], 9)),
             log_level: "info",
+            route_timeout_ms: None,
         }
     }
 
@@ -197,6 +200,9 @@ impl Envoy {
                 ("ACCESS_LOG", dir.join("access.log").display().to_string()),
             ],
         );
+        if let Some(ms) = opts.route_timeout_ms {
+            yaml = yaml.replace("timeout: 600s", &format!("timeout: {}s", ms as f64 / 1000.0));
+        }
         if !opts.with_filter {
             yaml = strip_filter(&yaml);
         }

@@ -192,3 +192,249 @@ async fn anthropic_cache_breakpoints_are_added_once_the_prefix_is_hot() {
         reqs[1].headers.get("x-tollgate-prefix-key")
     );
 }
+
+/// Posts with extra headers (`x-sim-*` fault injection).
+async fn post_with(envoy: &Envoy, body: &Value, extra: &[(&str, &str)]) -> reqwest::Response {
+    let mut b = reqwest::Client::new()
+        .post(envoy.url("/v1/chat/completions"))
+        .header("content-type", "application/json")
+        .header("x-tollgate-tenant", "team-a");
+    for (k, v) in extra {
+        b = b.header(*k, *v);
+    }
+    b.body(body.to_string()).send().await.unwrap()
+}
+
+fn chain_policy() -> Value {
+    json!({"routing": {"rules": [{
+        "name": "mini-with-fallback",
+        "match": {"models": ["gpt-4o-mini"]},
+        "fallbacks": [{"model": "gpt-4.1-mini", "cluster": "anthropic"}, {"model": "gpt-4o"}]
+    }]}})
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_429_falls_back_to_the_next_model_and_the_client_sees_one_answer() {
+    let (sim, envoy) = stack(chain_policy()).await;
+    let body = json!({"model": "gpt-4o-mini", "messages": [
+        {"role": "user", "content": "Name three rivers in France."}]});
+    let r = post_with(
+        &envoy,
+        &body,
+        &[
+            ("x-sim-status", "429"),
+            ("x-sim-fault-model", "gpt-4o-mini"),
+        ],
+    )
+    .await;
+    assert_eq!(r.status(), 200);
+    assert_eq!(h(&r, "x-tollgate-model").as_deref(), Some("gpt-4.1-mini"));
+    assert_eq!(h(&r, "x-tollgate-attempts").as_deref(), Some("2"));
+    let cost: f64 = h(&r, "x-tollgate-cost-usd").unwrap().parse().unwrap();
+    assert!(cost > 0.0, "the fallback's answer is metered");
+    let prompt: u64 = h(&r, "x-tollgate-prompt-tokens").unwrap().parse().unwrap();
+    let j: Value = r.json().await.unwrap();
+    assert!(
+        j["model"].as_str().unwrap().starts_with("gpt-4.1-mini"),
+        "{j}"
+    );
+    assert!(
+        !j["choices"][0]["message"]["content"]
+            .as_str()
+            .unwrap()
+            .is_empty()
+    );
+    assert_eq!(j["usage"]["prompt_tokens"].as_u64(), Some(prompt));
+    let reqs = sim.requests();
+    assert_eq!(reqs.len(), 2);
+    assert_eq!(reqs[0].body["model"], "gpt-4o-mini");
+    assert_eq!(reqs[1].body["model"], "gpt-4.1-mini");
+    // The attempt carries the client's request otherwise unchanged.
+    assert_eq!(reqs[1].body["messages"], body["messages"]);
+    assert_eq!(
+        reqs[1].headers.get("x-sim-fault-model").map(String::as_str),
+        Some("gpt-4o-mini")
+    );
+    assert_eq!(
+        envoy
+            .counter(
+                "tollgate_fallbacks_total",
+                &["model=gpt-4o-mini", "reason=429"]
+            )
+            .await,
+        1
+    );
+    assert_eq!(
+        envoy
+            .counter(
+                "tollgate_requests_total",
+                &["tenant=team-a", "model=gpt-4.1-mini"]
+            )
+            .await,
+        1
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stream_that_fails_before_its_first_byte_falls_back_and_streams_the_next_answer() {
+    let (sim, envoy) = stack(chain_policy()).await;
+    let body = json!({"model": "gpt-4o-mini", "stream": true,
+        "stream_options": {"include_usage": true},
+        "messages": [{"role": "user", "content": "Write a haiku about rain."}]});
+    // The first two models fail with 500: the chain's last model answers.
+    let r = post_with(
+        &envoy,
+        &body,
+        &[
+            ("x-sim-status", "500"),
+            ("x-sim-fault-model", "gpt-4o-mini,gpt-4.1-mini"),
+        ],
+    )
+    .await;
+    assert_eq!(r.status(), 200);
+    assert!(
+        h(&r, "content-type")
+            .unwrap()
+            .starts_with("text/event-stream")
+    );
+    assert_eq!(h(&r, "x-tollgate-model").as_deref(), Some("gpt-4o"));
+    assert_eq!(h(&r, "x-tollgate-attempts").as_deref(), Some("3"));
+    let completion: u64 = h(&r, "x-tollgate-completion-tokens")
+        .unwrap()
+        .parse()
+        .unwrap();
+    let text = r.text().await.unwrap();
+    assert!(text.contains("data: [DONE]"), "{text}");
+    assert!(text.contains("\"usage\""));
+    assert!(completion > 0);
+    let models: Vec<_> = sim
+        .requests()
+        .iter()
+        .map(|r| r.body["model"].clone())
+        .collect();
+    assert_eq!(models, ["gpt-4o-mini", "gpt-4.1-mini", "gpt-4o"]);
+    assert_eq!(
+        envoy
+            .counter(
+                "tollgate_fallbacks_total",
+                &["model=gpt-4.1-mini", "reason=5xx"]
+            )
+            .await,
+        1
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn when_every_model_fails_the_client_gets_the_last_error() {
+    let (sim, envoy) = stack(chain_policy()).await;
+    let body = json!({"model": "gpt-4o-mini", "messages": [
+        {"role": "user", "content": "Hello?"}]});
+    let r = post_with(&envoy, &body, &[("x-sim-status", "429")]).await;
+    assert_eq!(r.status(), 429);
+    assert_eq!(h(&r, "x-tollgate-attempts").as_deref(), Some("3"));
+    assert_eq!(h(&r, "x-tollgate-model").as_deref(), Some("gpt-4o"));
+    let j: Value = r.json().await.unwrap();
+    assert!(j["error"]["message"].is_string(), "{j}");
+    assert_eq!(sim.requests().len(), 3);
+    // A 400 is the client's fault: no fallback.
+    let r = post_with(
+        &envoy,
+        &json!({"model": "gpt-4o-mini", "messages": []}),
+        &[],
+    )
+    .await;
+    assert_eq!(r.status(), 400);
+    assert!(h(&r, "x-tollgate-attempts").is_none());
+    assert_eq!(sim.requests().len(), 4);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_upstream_timeout_falls_back() {
+    let sim = sim::spawn(SimConfig::default()).await.unwrap();
+    let mut opts = EnvoyOptions::new(sim.addr, true).config(chain_policy());
+    opts.route_timeout_ms = Some(400);
+    let envoy = Envoy::start(&opts).await.unwrap_or_else(|e| panic!("{e}"));
+    let body = json!({"model": "gpt-4o-mini", "messages": [
+        {"role": "user", "content": "Quick question: what is 2 + 2?"}]});
+    let started = std::time::Instant::now();
+    let r = post_with(
+        &envoy,
+        &body,
+        &[
+            ("x-sim-latency-ms", "5000"),
+            ("x-sim-fault-model", "gpt-4o-mini"),
+        ],
+    )
+    .await;
+    assert_eq!(r.status(), 200);
+    assert_eq!(h(&r, "x-tollgate-model").as_deref(), Some("gpt-4.1-mini"));
+    assert!(started.elapsed() < std::time::Duration::from_secs(4));
+    assert_eq!(
+        envoy
+            .counter(
+                "tollgate_fallbacks_total",
+                &["model=gpt-4o-mini", "reason=timeout"]
+            )
+            .await,
+        1
+    );
+    drop(sim);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cheap_first_cascade_escalates_a_refusal_and_meters_both_answers() {
+    let (sim, envoy) = stack(json!({"routing": {"rules": [{
+        "name": "cheap-first",
+        "match": {"models": ["gpt-4o"]},
+        "model": "gpt-4o-mini",
+        "cascade": {"strong": {"model": "gpt-4o"}}
+    }]}}))
+    .await;
+    let body = json!({"model": "gpt-4o", "max_tokens": 200, "messages": [
+        {"role": "user", "content": "Summarise the plot of Hamlet in two sentences."}]});
+    // A good cheap answer stands.
+    let r = post_with(&envoy, &body, &[]).await;
+    assert_eq!(r.status(), 200);
+    assert_eq!(h(&r, "x-tollgate-model").as_deref(), Some("gpt-4o-mini"));
+    assert!(h(&r, "x-tollgate-cascade").is_none());
+    let cheap_cost: f64 = h(&r, "x-tollgate-cost-usd").unwrap().parse().unwrap();
+    assert_eq!(sim.requests().len(), 1);
+
+    // A refusal from the cheap model goes to the strong one.
+    let r = post_with(
+        &envoy,
+        &body,
+        &[("x-sim-refuse", "1"), ("x-sim-fault-model", "gpt-4o-mini")],
+    )
+    .await;
+    assert_eq!(r.status(), 200);
+    assert_eq!(h(&r, "x-tollgate-model").as_deref(), Some("gpt-4o"));
+    assert_eq!(
+        h(&r, "x-tollgate-cascade").as_deref(),
+        Some("escalated; check=refusal")
+    );
+    assert_eq!(h(&r, "x-tollgate-attempts").as_deref(), Some("2"));
+    let prompt: u64 = h(&r, "x-tollgate-prompt-tokens").unwrap().parse().unwrap();
+    let cost: f64 = h(&r, "x-tollgate-cost-usd").unwrap().parse().unwrap();
+    let j: Value = r.json().await.unwrap();
+    let answer = j["choices"][0]["message"]["content"].as_str().unwrap();
+    assert!(!answer.starts_with("I'm sorry"), "{answer}");
+    // Both prompts are metered: the cheap one and the strong one.
+    assert_eq!(prompt, 2 * j["usage"]["prompt_tokens"].as_u64().unwrap());
+    assert!(cost > cheap_cost, "{cost} vs {cheap_cost}");
+    let models: Vec<_> = sim
+        .requests()
+        .iter()
+        .map(|r| r.body["model"].clone())
+        .collect();
+    assert_eq!(models, ["gpt-4o-mini", "gpt-4o-mini", "gpt-4o"]);
+    assert_eq!(
+        envoy
+            .counter(
+                "tollgate_cascade_escalations_total",
+                &["model=gpt-4o-mini", "reason=refusal"]
+            )
+            .await,
+        1
+    );
+}

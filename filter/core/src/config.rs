@@ -641,17 +641,6 @@ impl TryFrom<RawConfig> for Config {
             Some(r) => {
                 let p = crate::routing::RoutingPolicy::try_from(r)
                     .map_err(|e| format!("routing: {e}"))?;
-                // Refuse what the filter cannot do yet rather than silently ignore it.
-                if let Some(rule) = p
-                    .rules
-                    .iter()
-                    .find(|r| !r.fallbacks.targets.is_empty() || r.cascade.is_some())
-                {
-                    return Err(format!(
-                        "routing rule {:?}: fallbacks and cascade are not supported by this version of the filter yet",
-                        rule.name
-                    ));
-                }
                 Some(p)
             }
         };
@@ -802,8 +791,8 @@ mod tests {
             ),
             (r#"{"tenant": {"org": "a b"}}"#, "tenant.org"),
             (
-                r#"{"routing": {"rules": [{"name": "r", "model": "m", "fallbacks": [{"model": "n"}]}]}}"#,
-                "not supported",
+                r#"{"routing": {"attemptTimeoutMs": 5, "rules": [{"name": "r", "model": "m", "fallbacks": [{"model": "n"}]}]}}"#,
+                "attemptTimeoutMs",
             ),
             (r#"{"tenant": {"sources": ["cookie:x"]}}"#, "unknown source"),
             (

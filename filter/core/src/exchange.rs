@@ -19,8 +19,9 @@ use crate::metrics::{Cardinality, Counter, Tags};
 use crate::pricing::{Price, format_usd};
 use crate::render::render;
 use crate::request::{ParsedRequest, parse};
+use crate::routing::UpstreamFailure;
 use crate::tenant::{Identity, identify};
-use crate::usage::{Framing, UsageParser};
+use crate::usage::{Framing, ResponseMeter, UsageParser};
 
 /// Classifies a request by method and path (query string ignored). Prefixes are allowed
 /// (`/openai/v1/chat/completions`), so gateways that mount providers under a path still match.
@@ -48,6 +49,41 @@ fn header<'a>(headers: &'a [(String, String)], name: &str) -> Option<&'a str> {
         .iter()
         .find(|(k, _)| k.eq_ignore_ascii_case(name))
         .map(|(_, v)| v.as_str())
+}
+
+/// Headers a further upstream attempt carries: the client's, minus hop-by-hop and framing
+/// headers and Envoy's own, with `:method`, `:path` and `:authority` first.
+fn retry_headers(headers: &[(String, String)], path: &str) -> Vec<(String, String)> {
+    let authority = header(headers, ":authority")
+        .or_else(|| header(headers, "host"))
+        .unwrap_or("");
+    let mut out = vec![
+        (":method".to_string(), "POST".to_string()),
+        (":path".to_string(), path.to_string()),
+        (":authority".to_string(), authority.to_string()),
+    ];
+    out.extend(
+        headers
+            .iter()
+            .filter(|(k, _)| {
+                !k.starts_with(':')
+                    && !k.starts_with("x-envoy-")
+                    && !matches!(
+                        k.as_str(),
+                        "host"
+                            | "content-length"
+                            | "transfer-encoding"
+                            | "connection"
+                            | "keep-alive"
+                            | "proxy-connection"
+                            | "te"
+                            | "upgrade"
+                            | "expect"
+                    )
+            })
+            .cloned(),
+    );
+    out
 }
 
 /// What to do after request headers.
@@ -98,6 +134,9 @@ pub struct ResponseHeadersVerdict {
     pub hold: bool,
     /// Headers to add now.
     pub add: Vec<(String, String)>,
+    /// The upstream failed and a fallback is due: hold the response, send this call and hand
+    /// its answer to [`Exchange::on_call_response`]. The held response is never sent on.
+    pub call: Option<UpstreamCall>,
 }
 
 /// What to do after a response body callback.
@@ -107,6 +146,32 @@ pub enum ResponseBodyVerdict {
     Hold,
     /// Pass on; when the response was held, set these headers first.
     Continue { set_headers: Vec<(String, String)> },
+    /// A cheap-first answer failed its checks: keep the held response back, send this call
+    /// (the strong model) and hand its answer to [`Exchange::on_call_response`].
+    Call(UpstreamCall),
+}
+
+/// One more upstream attempt (a fallback or a cascade escalation), sent by the glue as an HTTP
+/// call-out; the client then gets a local reply built from its answer.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct UpstreamCall {
+    /// Envoy cluster; `None`: the cluster the first attempt went to.
+    pub cluster: Option<String>,
+    /// Request headers, pseudo-headers (`:method`, `:path`, `:authority`) first.
+    pub headers: Vec<(String, String)>,
+    pub body: Vec<u8>,
+    pub timeout_ms: u64,
+}
+
+/// What to do with the answer of an [`UpstreamCall`].
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum CallVerdict {
+    /// That attempt failed too: try the next one.
+    Call(UpstreamCall),
+    /// Answer the client with this (the first response is dropped).
+    Reply(LocalReply),
+    /// Nothing was waiting for a call (stale answer).
+    Ignore,
 }
 
 /// The final metering record of an exchange.
@@ -157,6 +222,10 @@ pub struct BudgetInfo {
     pub prefix_key: Option<String>,
     /// Anthropic `cache_control` breakpoints inserted for a hot prefix.
     pub breakpoints: usize,
+    /// Upstream attempts that failed over to the next model: (model, reason `429`/`5xx`/`timeout`).
+    pub fallbacks: Vec<(String, &'static str)>,
+    /// A cheap-first answer escalated to the strong model: (cheap model, failed check).
+    pub escalated: Option<(String, &'static str)>,
 }
 
 impl Outcome {
@@ -285,6 +354,24 @@ impl Outcome {
         if self.budget.trimmed_tokens > 0 {
             f(Counter::TrimmedTokens, &tm, self.budget.trimmed_tokens);
         }
+        for (model, reason) in &self.budget.fallbacks {
+            let t = Tags {
+                tenant: tm.tenant.clone(),
+                model: Some(card.model(model)),
+                reason: Some(reason),
+                ..Tags::default()
+            };
+            f(Counter::Fallbacks, &t, 1);
+        }
+        if let Some((model, reason)) = &self.budget.escalated {
+            let t = Tags {
+                tenant: tm.tenant.clone(),
+                model: Some(card.model(model)),
+                reason: Some(reason),
+                ..Tags::default()
+            };
+            f(Counter::CascadeEscalations, &t, 1);
+        }
         if self.saved_pico > 0 {
             f(
                 Counter::SavedMicroUsd,
@@ -319,6 +406,49 @@ struct Flight {
     /// The request body as sent upstream, kept while admit is in flight when a budget
     /// downgrade may have to rewrite it.
     body: Option<Vec<u8>>,
+    /// What is needed to send the request again (the routing rule has fallbacks or a cascade).
+    retry: Option<Box<Retry>>,
+}
+
+/// A routing rule's fallback chain and cascade, and what a further attempt needs.
+#[derive(Debug)]
+struct Retry {
+    chain: crate::routing::FallbackChain,
+    cascade: Option<crate::routing::Cascade>,
+    /// Fallback targets tried so far.
+    tried: usize,
+    /// The cascade moved on to its strong model.
+    escalated: bool,
+    /// The request body as last sent upstream.
+    body: Vec<u8>,
+    /// Headers for a further attempt (pseudo-headers first).
+    headers: Vec<(String, String)>,
+    /// The request asked for JSON output (the cascade's `invalidJson` check applies).
+    json_requested: bool,
+    timeout_ms: u64,
+    /// A cascade's cheap answer, kept while the strong model is asked: it is the answer if the
+    /// strong call fails. With its model, usage and cost (metered either way).
+    cheap: Option<CheapAnswer>,
+    /// Prices of the chain's and the cascade's models.
+    prices: Vec<(String, Option<Price>)>,
+}
+
+#[derive(Debug)]
+struct CheapAnswer {
+    reply: LocalReply,
+    model: String,
+    usage: Usage,
+    cost_pico: Option<u64>,
+    source: UsageSource,
+}
+
+/// The routing decision's retry plan, from `shape` to the flight.
+#[derive(Debug)]
+struct RetrySeed {
+    chain: crate::routing::FallbackChain,
+    cascade: Option<crate::routing::Cascade>,
+    json_requested: bool,
+    timeout_ms: u64,
 }
 
 #[derive(Clone, Debug)]
@@ -353,6 +483,8 @@ enum State {
     Admitting(Box<Flight>),
     Upstream(Box<Flight>),
     Responding(Box<Responding>),
+    /// A fallback or cascade call-out is in flight; the first response is held back.
+    Retrying(Box<Flight>),
     Done,
 }
 
@@ -368,6 +500,9 @@ pub struct Exchange {
     request_id: String,
     /// Request headers to set before the request goes upstream (route header, prefix key).
     upstream_headers: Vec<(String, String)>,
+    /// Request headers kept for a further attempt (only when routing has retries).
+    retry_headers: Vec<(String, String)>,
+    retry_seed: Option<RetrySeed>,
 }
 
 impl Exchange {
@@ -476,6 +611,9 @@ impl Exchange {
         self.request_id = header(headers, "x-request-id")
             .filter(|v| !v.is_empty() && v.len() <= 128)
             .map_or_else(|| self.fallback_id.clone(), str::to_string);
+        if cfg.routing.as_ref().is_some_and(|r| r.has_retries()) {
+            self.retry_headers = retry_headers(headers, path);
+        }
         let cc = header(headers, "cache-control")
             .unwrap_or("")
             .to_ascii_lowercase();
@@ -568,7 +706,33 @@ impl Exchange {
             keys: None,
             budget: shaping,
             body: None,
+            retry: None,
         };
+        if let Some(seed) = self.retry_seed.take() {
+            let prices = seed
+                .chain
+                .targets
+                .iter()
+                .chain(seed.cascade.as_ref().map(|c| &c.strong))
+                .filter_map(|t| t.model.clone())
+                .map(|m| {
+                    let p = cfg.prices.lookup(&m).map(|(_, i)| i.price);
+                    (m, p)
+                })
+                .collect();
+            flight.retry = Some(Box::new(Retry {
+                chain: seed.chain,
+                cascade: seed.cascade,
+                tried: 0,
+                escalated: false,
+                body: new_body.clone().unwrap_or_else(|| body.clone()),
+                headers: std::mem::take(&mut self.retry_headers),
+                json_requested: seed.json_requested,
+                timeout_ms: seed.timeout_ms,
+                cheap: None,
+                prices,
+            }));
+        }
         let Some(cache_cfg) = &cfg.cache else {
             self.state = State::Upstream(Box::new(flight));
             return BodyVerdict::Continue { body: new_body };
@@ -734,6 +898,14 @@ impl Exchange {
             );
             if let Some(h) = &d.route_header {
                 self.upstream_headers.push(h.clone());
+            }
+            if !d.fallbacks.targets.is_empty() || d.cascade.is_some() {
+                self.retry_seed = Some(RetrySeed {
+                    chain: d.fallbacks.clone(),
+                    cascade: d.cascade.clone(),
+                    json_requested: json_requested(&value),
+                    timeout_ms: policy.attempt_timeout_ms,
+                });
             }
             if d.model_changed
                 && let Some(edit) = crate::routing::model_edit(&d)
@@ -937,6 +1109,9 @@ impl Exchange {
                         k
                     });
                 }
+                if let (Some(r), Some(b)) = (flight.retry.as_mut(), rewrite.as_ref()) {
+                    r.body = b.clone();
+                }
                 self.state = State::Upstream(flight);
                 match rewrite {
                     Some(body) => AdmitVerdict::Rewrite { body },
@@ -1047,10 +1222,33 @@ impl Exchange {
             self.state = State::Done;
             return ResponseHeadersVerdict::default();
         };
-        let flight = *flight;
+        let mut flight = *flight;
+        if let Some(failure) = failure_of(status)
+            && let Some(retry) = flight.retry.as_ref()
+            && let Some(target) =
+                crate::routing::next_fallback(&retry.chain, retry.tried, failure).cloned()
+            && let Some(call) = fall_back(&mut flight, &target, failure)
+        {
+            self.state = State::Retrying(Box::new(flight));
+            return ResponseHeadersVerdict {
+                hold: true,
+                add: Vec::new(),
+                call: Some(call),
+            };
+        }
         let framing = header(headers, "content-type").and_then(Framing::from_content_type);
         let length = header(headers, "content-length").and_then(|v| v.trim().parse::<u64>().ok());
         let ok = (200..300).contains(&status);
+        // Cheap-first: a non-streamed answer is held and checked before the client sees it.
+        let cascade = ok
+            && !end_of_stream
+            && !flight.req.stream
+            && framing == Some(Framing::Json)
+            && length.is_none_or(|l| l <= cfg.max_response_buffer_bytes)
+            && flight
+                .retry
+                .as_ref()
+                .is_some_and(|r| r.cascade.is_some() && !r.escalated);
         let parser = match framing {
             Some(f) if ok => {
                 let mut p = UsageParser::new(
@@ -1059,16 +1257,17 @@ impl Exchange {
                     flight.req.tokenizer.encoding(),
                     cfg.max_response_buffer_bytes as usize,
                 );
-                p.capture_text(flight.store.is_some());
+                p.capture_text(flight.store.is_some() || cascade);
                 Some(p)
             }
             _ => None,
         };
-        let hold = cfg.stop_on_headers
-            && !end_of_stream
-            && framing == Some(Framing::Json)
-            && ok
-            && length.is_none_or(|l| l <= cfg.max_response_buffer_bytes);
+        let hold = cascade
+            || (cfg.stop_on_headers
+                && !end_of_stream
+                && framing == Some(Framing::Json)
+                && ok
+                && length.is_none_or(|l| l <= cfg.max_response_buffer_bytes));
         let mut add = vec![("x-tollgate-model".to_string(), flight.req.model.clone())];
         if let Some(c) = flight.cache {
             add.push(("x-tollgate-cache".to_string(), c.header_value().to_string()));
@@ -1127,12 +1326,180 @@ impl Exchange {
         } else {
             self.state = State::Responding(Box::new(responding));
         }
-        ResponseHeadersVerdict { hold, add }
+        ResponseHeadersVerdict {
+            hold,
+            add,
+            call: None,
+        }
+    }
+
+    /// The answer of an [`UpstreamCall`]: `status` `None` when the call failed or timed out.
+    /// Either the next attempt, or the reply for the client (metered here: the first response
+    /// never reaches the client).
+    pub fn on_call_response(
+        &mut self,
+        cfg: &Config,
+        status: Option<u16>,
+        headers: &[(String, String)],
+        body: &[u8],
+    ) -> CallVerdict {
+        let State::Retrying(flight) = std::mem::take(&mut self.state) else {
+            return CallVerdict::Ignore;
+        };
+        let mut flight = *flight;
+        let failure = match status {
+            None => Some(UpstreamFailure::Timeout),
+            Some(s) => failure_of(s),
+        };
+        if let Some(failure) = failure {
+            // A cascade whose strong call failed answers with the cheap answer it has.
+            if let Some(cheap) = flight.retry.as_mut().and_then(|r| r.cheap.take()) {
+                flight
+                    .budget
+                    .fallbacks
+                    .push((flight.req.model.clone(), failure_label(failure)));
+                return CallVerdict::Reply(self.reply_cheap(flight, cheap));
+            }
+            if let Some(retry) = flight.retry.as_ref()
+                && let Some(target) =
+                    crate::routing::next_fallback(&retry.chain, retry.tried, failure).cloned()
+                && let Some(call) = fall_back(&mut flight, &target, failure)
+            {
+                self.state = State::Retrying(Box::new(flight));
+                return CallVerdict::Call(call);
+            }
+        }
+        let Some(status) = status else {
+            // Out of fallbacks and the last attempt timed out.
+            flight
+                .budget
+                .fallbacks
+                .push((flight.req.model.clone(), "timeout"));
+            let api = flight.req.api;
+            let reply = upstream_timeout(api);
+            let responding = Responding {
+                flight,
+                status: reply.status,
+                parser: None,
+                hold: false,
+            };
+            let mut reply = reply;
+            let outcome = settle(responding, None);
+            reply.headers.extend(attempt_headers(&outcome));
+            self.outcome = Some(outcome);
+            self.state = State::Done;
+            return CallVerdict::Reply(reply);
+        };
+        let framing = header(headers, "content-type").and_then(Framing::from_content_type);
+        let ok = (200..300).contains(&status);
+        let parser = match framing {
+            Some(f) if ok => {
+                let mut p = UsageParser::new(
+                    flight.req.api,
+                    f,
+                    flight.req.tokenizer.encoding(),
+                    cfg.max_response_buffer_bytes as usize,
+                );
+                p.feed(body);
+                Some(p)
+            }
+            _ => None,
+        };
+        let cheap = flight.retry.as_mut().and_then(|r| r.cheap.take());
+        let responding = Responding {
+            flight,
+            status,
+            parser,
+            hold: false,
+        };
+        let mut outcome = settle(responding, None);
+        if let Some(c) = cheap {
+            // Both answers are paid for.
+            outcome.usage = add_usage(outcome.usage, c.usage);
+            outcome.cost_pico = match (outcome.cost_pico, c.cost_pico) {
+                (None, None) => None,
+                (a, b) => Some(a.unwrap_or(0).saturating_add(b.unwrap_or(0))),
+            };
+        }
+        let mut out: Vec<(String, String)> = headers
+            .iter()
+            .filter(|(k, _)| {
+                !k.starts_with(':')
+                    && !k.starts_with("x-tollgate-")
+                    && !matches!(
+                        k.as_str(),
+                        "content-length" | "transfer-encoding" | "connection" | "keep-alive"
+                    )
+            })
+            .cloned()
+            .collect();
+        out.push(("x-tollgate-model".to_string(), outcome.model.clone()));
+        if let Some(c) = outcome.cache {
+            out.push(("x-tollgate-cache".to_string(), c.header_value().to_string()));
+        }
+        if let Some(rem) = outcome.budget.remaining_pico {
+            out.push((
+                "x-tollgate-budget-remaining-usd".to_string(),
+                format_usd(rem),
+            ));
+        }
+        out.extend(usage_headers(&outcome));
+        out.extend(attempt_headers(&outcome));
+        self.outcome = Some(outcome);
+        self.state = State::Done;
+        CallVerdict::Reply(LocalReply {
+            status,
+            headers: out,
+            body: body.to_vec(),
+        })
+    }
+
+    /// The strong call of a cascade failed: the client gets the cheap answer after all.
+    fn reply_cheap(&mut self, flight: Flight, cheap: CheapAnswer) -> LocalReply {
+        let CheapAnswer {
+            mut reply,
+            model,
+            usage,
+            cost_pico,
+            source,
+        } = cheap;
+        let mut outcome = settle(
+            Responding {
+                flight,
+                status: reply.status,
+                parser: None,
+                hold: false,
+            },
+            None,
+        );
+        outcome.model = model;
+        outcome.usage = usage;
+        outcome.cost_pico = cost_pico;
+        outcome.usage_source = source;
+        outcome.complete = true;
+        reply
+            .headers
+            .push(("x-tollgate-model".to_string(), outcome.model.clone()));
+        if let Some(rem) = outcome.budget.remaining_pico {
+            reply.headers.push((
+                "x-tollgate-budget-remaining-usd".to_string(),
+                format_usd(rem),
+            ));
+        }
+        reply.headers.extend(usage_headers(&outcome));
+        reply.headers.extend(attempt_headers(&outcome));
+        self.outcome = Some(outcome);
+        self.state = State::Done;
+        reply
     }
 
     /// A response body callback: `chunk` is the new data (or, for a held response at end of
     /// stream, the whole buffered body).
     pub fn on_response_body(&mut self, chunk: &[u8], end_of_stream: bool) -> ResponseBodyVerdict {
+        if matches!(self.state, State::Retrying(_)) {
+            // The failed attempt's body: never sent on.
+            return ResponseBodyVerdict::Hold;
+        }
         let State::Responding(r) = &mut self.state else {
             return ResponseBodyVerdict::Continue {
                 set_headers: Vec::new(),
@@ -1155,7 +1522,11 @@ impl Exchange {
             };
         };
         let hold = r.hold;
-        let outcome = settle(*r, None);
+        let (r, meter) = match self.cascade_check(*r, chunk) {
+            Ok(x) => x,
+            Err(call) => return ResponseBodyVerdict::Call(call),
+        };
+        let outcome = settle(r, meter);
         let set_headers = if hold {
             usage_headers(&outcome)
         } else {
@@ -1165,17 +1536,110 @@ impl Exchange {
         ResponseBodyVerdict::Continue { set_headers }
     }
 
+    /// Cheap-first: checks a held, complete answer of the cascade's cheap model. `Ok`: it
+    /// stands (settle it). `Err`: it failed a check; the exchange now waits for this call to
+    /// the strong model (the cheap answer is kept and metered).
+    fn cascade_check(
+        &mut self,
+        r: Responding,
+        body: &[u8],
+    ) -> Result<(Responding, Option<ResponseMeter>), UpstreamCall> {
+        let pending = r.hold
+            && (200..300).contains(&r.status)
+            && r.flight
+                .retry
+                .as_ref()
+                .is_some_and(|x| x.cascade.is_some() && !x.escalated);
+        if !pending {
+            return Ok((r, None));
+        }
+        let Responding {
+            mut flight,
+            status,
+            parser,
+            hold,
+        } = r;
+        let meter = parser.map(UsageParser::finish);
+        let verdict = match (&meter, flight.retry.as_ref()) {
+            (Some(m), Some(retry)) if !m.unparsed => match &retry.cascade {
+                Some(c) => crate::routing::check_answer_with(
+                    &c.checks,
+                    m.text.as_deref().unwrap_or(""),
+                    m.finish_reason.as_deref(),
+                    retry.json_requested,
+                )
+                .err()
+                .map(|f| (f, c.strong.clone())),
+                None => None,
+            },
+            _ => None,
+        };
+        let Some((failed, strong)) = verdict else {
+            return Ok((
+                Responding {
+                    flight,
+                    status,
+                    parser: None,
+                    hold,
+                },
+                meter,
+            ));
+        };
+        let (usage, source, _) = metered(&flight.req, meter.as_ref(), status);
+        let cheap = CheapAnswer {
+            reply: LocalReply {
+                status,
+                headers: vec![("content-type".to_string(), "application/json".to_string())],
+                body: body.to_vec(),
+            },
+            model: flight.req.model.clone(),
+            usage,
+            cost_pico: flight.price.map(|p| p.cost(&usage)),
+            source,
+        };
+        flight.budget.escalated = Some((flight.req.model.clone(), failed.as_str()));
+        let call = match flight.retry.as_mut() {
+            Some(retry) => {
+                retry.escalated = true;
+                retry.cheap = Some(cheap);
+                retarget(&mut flight, &strong)
+            }
+            None => None,
+        };
+        match call {
+            Some(call) => {
+                self.state = State::Retrying(Box::new(flight));
+                Err(call)
+            }
+            None => Ok((
+                Responding {
+                    flight,
+                    status,
+                    parser: None,
+                    hold,
+                },
+                meter,
+            )),
+        }
+    }
+
     /// Whether the current response is being held (the glue must read the whole buffered body
     /// at end of stream rather than the last chunk).
     pub fn is_holding(&self) -> bool {
         matches!(&self.state, State::Responding(r) if r.hold)
+            || matches!(self.state, State::Retrying(_))
+    }
+
+    /// Whether a fallback or cascade call-out is in flight.
+    pub fn is_retrying(&self) -> bool {
+        matches!(self.state, State::Retrying(_))
     }
 
     /// The stream ended (`on_log`/`on_done`): finish whatever is in flight, e.g. a client that
     /// disconnected mid-stream or an upstream reset. No-op if already finished.
     pub fn on_end(&mut self) {
         match std::mem::replace(&mut self.state, State::Done) {
-            State::Upstream(f) | State::Admitting(f) => {
+            State::Upstream(f) | State::Admitting(f) | State::Retrying(f) => {
                 let r = Responding {
                     flight: *f,
                     status: 0,
@@ -1202,18 +1666,15 @@ fn too_large(api: Api, cfg: &Config) -> Rejection {
     )
 }
 
-/// Final usage and cost of a response.
-fn settle(r: Responding, _unused: Option<()>) -> Outcome {
-    let Responding {
-        flight,
-        status,
-        parser,
-        ..
-    } = r;
-    let req = &flight.req;
-    let meter = parser.map(UsageParser::finish);
+/// Usage of a response: the provider's, else counted from the streamed text; nothing for
+/// errors and unmeterable bodies. With its source and whether the response completed.
+fn metered(
+    req: &ParsedRequest,
+    meter: Option<&ResponseMeter>,
+    status: u16,
+) -> (Usage, UsageSource, bool) {
     let ok = (200..300).contains(&status);
-    let (usage, source, complete) = match &meter {
+    match meter {
         Some(m) => match m.usage {
             Some(u) => (u, UsageSource::Provider, m.complete),
             None => {
@@ -1232,7 +1693,22 @@ fn settle(r: Responding, _unused: Option<()>) -> Outcome {
         },
         // Errors (not billed by providers), unmeterable bodies, or no response at all.
         None => (Usage::default(), UsageSource::Counted, ok),
-    };
+    }
+}
+
+/// Final usage and cost of a response. `meter`: the finished parser's result when the caller
+/// already finished it (else the parser is finished here).
+fn settle(r: Responding, meter: Option<ResponseMeter>) -> Outcome {
+    let Responding {
+        flight,
+        status,
+        parser,
+        ..
+    } = r;
+    let req = &flight.req;
+    let meter = meter.or_else(|| parser.map(UsageParser::finish));
+    let ok = (200..300).contains(&status);
+    let (usage, source, complete) = metered(req, meter.as_ref(), status);
     let cost_pico = flight.price.map(|p| p.cost(&usage));
     // Only complete, successful, plain-text answers that stopped on their own are stored.
     let store = match (&flight.store, &meter) {
@@ -1301,6 +1777,131 @@ fn budget_unavailable(api: Api) -> Rejection {
         ErrorKind::BudgetUnavailable,
         "the budget service is unavailable and budgets fail closed: retry shortly",
     )
+}
+
+/// The upstream failures a fallback chain reacts to. A 504 is what Envoy answers when the
+/// route's timeout fires (and what gateways answer for a slow origin): a timeout.
+fn failure_of(status: u16) -> Option<UpstreamFailure> {
+    match status {
+        504 => Some(UpstreamFailure::Timeout),
+        429 | 500..=599 => Some(UpstreamFailure::Status(status)),
+        _ => None,
+    }
+}
+
+/// Metric/header label of a failure.
+fn failure_label(f: UpstreamFailure) -> &'static str {
+    match f {
+        UpstreamFailure::Status(429) => "429",
+        UpstreamFailure::Status(_) => "5xx",
+        UpstreamFailure::Timeout => "timeout",
+    }
+}
+
+/// Points the flight at `target` (the model spliced into the body) and builds the call.
+/// `None` when the flight keeps nothing to retry with.
+fn retarget(flight: &mut Flight, target: &crate::routing::Target) -> Option<UpstreamCall> {
+    let retry = flight.retry.as_mut()?;
+    if let Some(m) = target.model.as_ref().filter(|m| **m != flight.req.model) {
+        let edit = [json::Edit::Set {
+            key: "model".into(),
+            raw: serde_json::Value::String(m.clone()).to_string(),
+        }];
+        if let Some(b) = json::apply(&retry.body, &edit) {
+            retry.body = b;
+        }
+        if flight.budget.requested_model.is_none() {
+            flight.budget.requested_model = Some(flight.req.model.clone());
+        }
+        flight.price = retry
+            .prices
+            .iter()
+            .find(|(name, _)| name == m)
+            .and_then(|(_, p)| *p);
+        flight.req.model = m.clone();
+    }
+    // The answer of another model must not be stored under the keys of the one asked for.
+    flight.store = None;
+    Some(UpstreamCall {
+        cluster: target.cluster.clone(),
+        headers: retry.headers.clone(),
+        body: retry.body.clone(),
+        timeout_ms: retry.timeout_ms,
+    })
+}
+
+/// Records the failed attempt and moves on to the next target of the chain.
+fn fall_back(
+    flight: &mut Flight,
+    target: &crate::routing::Target,
+    failure: UpstreamFailure,
+) -> Option<UpstreamCall> {
+    let failed = flight.req.model.clone();
+    let call = retarget(flight, target)?;
+    flight
+        .budget
+        .fallbacks
+        .push((failed, failure_label(failure)));
+    if let Some(r) = flight.retry.as_mut() {
+        r.tried += 1;
+    }
+    Some(call)
+}
+
+fn add_usage(a: Usage, b: Usage) -> Usage {
+    Usage {
+        input_tokens: a.input_tokens.saturating_add(b.input_tokens),
+        cache_read_tokens: a.cache_read_tokens.saturating_add(b.cache_read_tokens),
+        cache_write_tokens: a.cache_write_tokens.saturating_add(b.cache_write_tokens),
+        output_tokens: a.output_tokens.saturating_add(b.output_tokens),
+        reasoning_tokens: a.reasoning_tokens.saturating_add(b.reasoning_tokens),
+    }
+}
+
+/// `x-tollgate-attempts` (upstream calls made) and `x-tollgate-cascade` headers.
+fn attempt_headers(o: &Outcome) -> Vec<(String, String)> {
+    let mut h = Vec::new();
+    let attempts = 1 + o.budget.fallbacks.len() + usize::from(o.budget.escalated.is_some());
+    if attempts > 1 {
+        h.push(("x-tollgate-attempts".to_string(), attempts.to_string()));
+    }
+    if let Some((_, reason)) = &o.budget.escalated {
+        h.push((
+            "x-tollgate-cascade".to_string(),
+            format!("escalated; check={reason}"),
+        ));
+    }
+    h
+}
+
+/// Every attempt of a fallback chain timed out.
+fn upstream_timeout(api: Api) -> LocalReply {
+    let message = "every model of the fallback chain timed out";
+    let code = "upstream_timeout";
+    let v = if api.is_anthropic() {
+        serde_json::json!({"type": "error", "error": {"type": "api_error", "message": message}})
+    } else {
+        serde_json::json!({"error": {"message": message, "type": "server_error", "param": null, "code": code}})
+    };
+    LocalReply {
+        status: 504,
+        headers: vec![
+            ("content-type".to_string(), "application/json".to_string()),
+            ("x-tollgate-error".to_string(), code.to_string()),
+        ],
+        body: v.to_string().into_bytes(),
+    }
+}
+
+/// Whether the request asks for JSON output (OpenAI `response_format`, Responses `text.format`).
+fn json_requested(v: &serde_json::Value) -> bool {
+    let kind = v
+        .get("response_format")
+        .and_then(|r| r.get("type"))
+        .or_else(|| v.pointer("/text/format/type"))
+        .and_then(serde_json::Value::as_str)
+        .unwrap_or("");
+    kind.starts_with("json")
 }
 
 impl Outcome {
@@ -2317,6 +2918,310 @@ mod tests {
             assert_eq!(system.last().unwrap()["cache_control"]["type"], "ephemeral");
             assert_eq!(j["model"], "claude-haiku-4-5");
             assert_eq!(j["max_tokens"], 100);
+        }
+    }
+
+    mod retries {
+        use super::*;
+
+        fn cfg() -> Config {
+            Config::from_json(
+                br#"{"routing": {"attemptTimeoutMs": 5000, "rules": [
+                    {"name": "chain", "match": {"models": ["gpt-4o-mini"]},
+                     "fallbacks": [{"model": "gpt-4.1-mini", "cluster": "backup"}, {"model": "gpt-4o"}],
+                     "fallbackOn": ["429", "timeout"]},
+                    {"name": "cheap-first", "match": {"models": ["gpt-4o"]}, "model": "gpt-4o-mini",
+                     "cascade": {"strong": {"model": "gpt-4o"}, "checks": ["refusal", "invalidJson", "truncated"]}}]}}"#,
+            )
+            .unwrap()
+        }
+
+        fn send(x: &mut Exchange, c: &Config, body: &str) -> Vec<u8> {
+            let mut cache = CountCache::new(4, 1);
+            x.on_request_headers(
+                c,
+                "POST",
+                "/v1/chat/completions?x=1",
+                &h(&[
+                    (":authority", "api.openai.com"),
+                    ("authorization", "Bearer sk-1"),
+                    ("content-length", "99"),
+                    ("x-envoy-expected-rq-timeout-ms", "5"),
+                ]),
+                false,
+            );
+            match x.on_request_body(c, &mut cache, body.len(), true, || {
+                Some(body.as_bytes().to_vec())
+            }) {
+                BodyVerdict::Continue { body: b } => b.unwrap_or_else(|| body.as_bytes().to_vec()),
+                other => panic!("{other:?}"),
+            }
+        }
+
+        const MINI: &str = r#"{"model":"gpt-4o-mini","messages":[{"role":"user","content":"Hi"}]}"#;
+        const JSON: [(&str, &str); 1] = [("content-type", "application/json")];
+
+        fn answer(model: &str, text: &str, finish: &str) -> Vec<u8> {
+            serde_json::json!({"model": model, "choices": [{"index": 0, "message":
+                {"role": "assistant", "content": text}, "finish_reason": finish}],
+                "usage": {"prompt_tokens": 10, "completion_tokens": 5}})
+            .to_string()
+            .into_bytes()
+        }
+
+        fn model_of(call: &UpstreamCall) -> String {
+            let v: serde_json::Value = serde_json::from_slice(&call.body).unwrap();
+            v["model"].as_str().unwrap().to_string()
+        }
+
+        #[test]
+        fn a_429_walks_the_chain_with_the_clients_headers_and_meters_the_answer() {
+            let c = cfg();
+            let mut x = Exchange::new();
+            send(&mut x, &c, MINI);
+            let v = x.on_response_headers(&c, 429, &h(&JSON), false);
+            assert!(v.hold && v.add.is_empty());
+            let call = v.call.unwrap();
+            assert_eq!(call.cluster.as_deref(), Some("backup"));
+            assert_eq!(model_of(&call), "gpt-4.1-mini");
+            assert_eq!(call.timeout_ms, 5000);
+            assert_eq!(
+                get(&call.headers, ":path"),
+                Some("/v1/chat/completions?x=1")
+            );
+            assert_eq!(get(&call.headers, ":authority"), Some("api.openai.com"));
+            assert_eq!(get(&call.headers, "authorization"), Some("Bearer sk-1"));
+            assert_eq!(get(&call.headers, "content-length"), None);
+            assert_eq!(get(&call.headers, "x-envoy-expected-rq-timeout-ms"), None);
+            // The failed attempt's body never goes on.
+            assert!(x.is_holding());
+            assert_eq!(x.on_response_body(b"{}", true), ResponseBodyVerdict::Hold);
+            // The first fallback times out (no answer): the next target, on the first cluster.
+            let CallVerdict::Call(next) = x.on_call_response(&c, None, &[], b"") else {
+                panic!()
+            };
+            assert_eq!(next.cluster, None);
+            assert_eq!(model_of(&next), "gpt-4o");
+            let body = answer("gpt-4o", "Hello!", "stop");
+            let CallVerdict::Reply(r) = x.on_call_response(&c, Some(200), &h(&JSON), &body) else {
+                panic!()
+            };
+            assert_eq!(r.status, 200);
+            assert_eq!(r.body, body);
+            assert_eq!(get(&r.headers, "x-tollgate-model"), Some("gpt-4o"));
+            assert_eq!(get(&r.headers, "x-tollgate-attempts"), Some("3"));
+            assert_eq!(get(&r.headers, "x-tollgate-completion-tokens"), Some("5"));
+            let o = x.take_outcome().unwrap();
+            assert_eq!(o.model, "gpt-4o");
+            assert_eq!(o.budget.requested_model.as_deref(), Some("gpt-4o-mini"));
+            assert_eq!(
+                o.budget.fallbacks,
+                vec![
+                    ("gpt-4o-mini".to_string(), "429"),
+                    ("gpt-4.1-mini".to_string(), "timeout")
+                ]
+            );
+            let gpt4o = c.prices.lookup("gpt-4o").unwrap().1.price;
+            assert_eq!(o.cost_pico, Some(gpt4o.cost(&o.usage)));
+            let mut card = Cardinality::new(10, 10);
+            let counters = o.counters(&mut card);
+            let fallbacks: Vec<_> = counters
+                .iter()
+                .filter(|(k, _, _)| *k == Counter::Fallbacks)
+                .map(|(_, t, _)| (t.model.clone().unwrap(), t.reason.unwrap()))
+                .collect();
+            assert_eq!(
+                fallbacks,
+                [
+                    ("gpt-4o-mini".to_string(), "429"),
+                    ("gpt-4.1-mini".to_string(), "timeout")
+                ]
+            );
+            // Stale call answers are ignored.
+            assert_eq!(
+                x.on_call_response(&c, Some(200), &[], b""),
+                CallVerdict::Ignore
+            );
+        }
+
+        #[test]
+        fn failures_outside_fallback_on_and_client_errors_go_to_the_client() {
+            let c = cfg();
+            for status in [400, 500, 503] {
+                let mut x = Exchange::new();
+                send(&mut x, &c, MINI);
+                let v = x.on_response_headers(&c, status, &h(&JSON), false);
+                assert!(v.call.is_none(), "{status} is not in fallbackOn");
+                assert!(!v.hold);
+            }
+            // A chain that runs out of targets on timeouts answers 504 in the provider's shape.
+            let mut x = Exchange::new();
+            send(&mut x, &c, MINI);
+            assert!(
+                x.on_response_headers(&c, 504, &h(&JSON), false)
+                    .call
+                    .is_some()
+            );
+            assert!(matches!(
+                x.on_call_response(&c, None, &[], b""),
+                CallVerdict::Call(_)
+            ));
+            let CallVerdict::Reply(r) = x.on_call_response(&c, None, &[], b"") else {
+                panic!()
+            };
+            assert_eq!(r.status, 504);
+            let v: serde_json::Value = serde_json::from_slice(&r.body).unwrap();
+            assert_eq!(v["error"]["code"], "upstream_timeout");
+            let o = x.take_outcome().unwrap();
+            assert_eq!(o.budget.fallbacks.len(), 3);
+            assert_eq!(o.result(), "upstream_error");
+        }
+
+        #[test]
+        fn a_cheap_answer_that_passes_the_checks_stands() {
+            let c = cfg();
+            let mut x = Exchange::new();
+            let sent = send(
+                &mut x,
+                &c,
+                r#"{"model":"gpt-4o","messages":[{"role":"user","content":"Hi"}]}"#,
+            );
+            assert!(String::from_utf8(sent).unwrap().contains("gpt-4o-mini"));
+            let v = x.on_response_headers(&c, 200, &h(&JSON), false);
+            assert!(v.hold, "a cascade holds the cheap answer");
+            let body = answer("gpt-4o-mini", "Hello! How can I help?", "stop");
+            let ResponseBodyVerdict::Continue { set_headers } = x.on_response_body(&body, true)
+            else {
+                panic!()
+            };
+            assert_eq!(get(&set_headers, "x-tollgate-completion-tokens"), Some("5"));
+            let o = x.take_outcome().unwrap();
+            assert_eq!(o.model, "gpt-4o-mini");
+            assert!(o.budget.escalated.is_none());
+        }
+
+        #[test]
+        fn failed_checks_escalate_and_both_answers_are_paid_for() {
+            let c = cfg();
+            let mini = c.prices.lookup("gpt-4o-mini").unwrap().1.price;
+            let gpt4o = c.prices.lookup("gpt-4o").unwrap().1.price;
+            let cases = [
+                (
+                    r#"{"model":"gpt-4o","messages":[{"role":"user","content":"Hi"}]}"#,
+                    answer(
+                        "gpt-4o-mini",
+                        "I'm sorry, but I can't help with that.",
+                        "stop",
+                    ),
+                    "refusal",
+                ),
+                (
+                    r#"{"model":"gpt-4o","messages":[{"role":"user","content":"Hi"}]}"#,
+                    answer("gpt-4o-mini", "A long answer that was cut", "length"),
+                    "truncated",
+                ),
+                (
+                    r#"{"model":"gpt-4o","response_format":{"type":"json_object"},"messages":[{"role":"user","content":"Hi"}]}"#,
+                    answer("gpt-4o-mini", "{\"a\": 1,", "stop"),
+                    "invalid_json",
+                ),
+            ];
+            for (req, cheap, why) in cases {
+                let mut x = Exchange::new();
+                send(&mut x, &c, req);
+                assert!(x.on_response_headers(&c, 200, &h(&JSON), false).hold);
+                let ResponseBodyVerdict::Call(call) = x.on_response_body(&cheap, true) else {
+                    panic!("{why}: not escalated")
+                };
+                assert_eq!(model_of(&call), "gpt-4o");
+                let strong = answer("gpt-4o", "A fine answer.", "stop");
+                let CallVerdict::Reply(r) = x.on_call_response(&c, Some(200), &h(&JSON), &strong)
+                else {
+                    panic!()
+                };
+                assert_eq!(r.body, strong);
+                assert_eq!(
+                    get(&r.headers, "x-tollgate-cascade"),
+                    Some(format!("escalated; check={why}").as_str())
+                );
+                let o = x.take_outcome().unwrap();
+                assert_eq!(o.model, "gpt-4o");
+                assert_eq!(o.usage.input_tokens, 20, "{why}");
+                assert_eq!(o.usage.output_tokens, 10);
+                let one = Usage {
+                    input_tokens: 10,
+                    output_tokens: 5,
+                    ..Usage::default()
+                };
+                assert_eq!(o.cost_pico, Some(mini.cost(&one) + gpt4o.cost(&one)));
+                assert_eq!(o.budget.escalated, Some(("gpt-4o-mini".to_string(), why)));
+            }
+        }
+
+        #[test]
+        fn when_the_strong_call_fails_the_cheap_answer_is_served() {
+            let c = cfg();
+            let mut x = Exchange::new();
+            send(
+                &mut x,
+                &c,
+                r#"{"model":"gpt-4o","messages":[{"role":"user","content":"Hi"}]}"#,
+            );
+            x.on_response_headers(&c, 200, &h(&JSON), false);
+            let cheap = answer(
+                "gpt-4o-mini",
+                "I'm sorry, but I can't help with that.",
+                "stop",
+            );
+            assert!(matches!(
+                x.on_response_body(&cheap, true),
+                ResponseBodyVerdict::Call(_)
+            ));
+            let CallVerdict::Reply(r) = x.on_call_response(&c, Some(503), &h(&JSON), b"{}") else {
+                panic!()
+            };
+            assert_eq!(r.status, 200);
+            assert_eq!(r.body, cheap);
+            assert_eq!(get(&r.headers, "x-tollgate-model"), Some("gpt-4o-mini"));
+            let o = x.take_outcome().unwrap();
+            assert_eq!(o.model, "gpt-4o-mini");
+            assert_eq!(o.usage.output_tokens, 5);
+        }
+
+        #[test]
+        fn streams_are_not_cascaded() {
+            let c = cfg();
+            let mut x = Exchange::new();
+            send(
+                &mut x,
+                &c,
+                r#"{"model":"gpt-4o","stream":true,"messages":[{"role":"user","content":"Hi"}]}"#,
+            );
+            let v =
+                x.on_response_headers(&c, 200, &h(&[("content-type", "text/event-stream")]), false);
+            assert!(!v.hold);
+            assert_eq!(
+                x.on_response_body(b"data: [DONE]\n\n", true),
+                ResponseBodyVerdict::Continue {
+                    set_headers: vec![]
+                }
+            );
+        }
+
+        #[test]
+        fn a_client_gone_mid_retry_still_settles() {
+            let c = cfg();
+            let mut x = Exchange::new();
+            send(&mut x, &c, MINI);
+            assert!(
+                x.on_response_headers(&c, 429, &h(&JSON), false)
+                    .call
+                    .is_some()
+            );
+            x.on_end();
+            let o = x.take_outcome().unwrap();
+            assert_eq!(o.status, 0);
+            assert_eq!(o.budget.fallbacks.len(), 1);
         }
     }
 }

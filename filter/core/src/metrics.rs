@@ -53,11 +53,17 @@ pub enum Counter {
     RoutingSavedMicroUsd,
     /// Prompt tokens removed by context trimming (tenant, model).
     TrimmedTokens,
+    /// Upstream attempts that failed and moved on to the next model of a fallback chain
+    /// (tenant, the model that failed, reason = 429 / 5xx / timeout).
+    Fallbacks,
+    /// Cheap-first answers that failed a check and were escalated to the strong model
+    /// (tenant, the cheap model, reason = empty / refusal / invalid_json / truncated).
+    CascadeEscalations,
 }
 
 impl Counter {
     /// Number of counters (for per-tag-set id arrays).
-    pub const COUNT: usize = 21;
+    pub const COUNT: usize = 23;
 
     pub fn index(self) -> usize {
         self as usize
@@ -86,6 +92,8 @@ impl Counter {
             Counter::Routed => "tollgate_routed_requests_total",
             Counter::RoutingSavedMicroUsd => "tollgate_routing_saved_micro_usd_total",
             Counter::TrimmedTokens => "tollgate_trimmed_tokens_total",
+            Counter::Fallbacks => "tollgate_fallbacks_total",
+            Counter::CascadeEscalations => "tollgate_cascade_escalations_total",
         }
     }
 }

@@ -34,6 +34,9 @@ pub const DEFAULT_ROUTE_HEADER: &str = "x-tollgate-route";
 pub const DEFAULT_EXPECTED_OUTPUT_TOKENS: u64 = 256;
 /// Longest fallback chain accepted.
 pub const MAX_FALLBACKS: usize = 8;
+/// Default time allowed for one fallback or cascade attempt (a whole non-streamed answer, or a
+/// whole stream that is relayed once complete).
+pub const DEFAULT_ATTEMPT_TIMEOUT_MS: u64 = 60_000;
 
 #[derive(Clone, Debug, Default, Deserialize)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
@@ -42,6 +45,9 @@ pub struct RawRouting {
     pub route_header: Option<String>,
     #[serde(default)]
     pub expected_output_tokens: Option<u64>,
+    /// Time allowed for each fallback or cascade attempt, in ms.
+    #[serde(default)]
+    pub attempt_timeout_ms: Option<u64>,
     #[serde(default)]
     pub rules: Vec<RawRule>,
 }
@@ -197,6 +203,8 @@ pub struct Rule {
 pub struct RoutingPolicy {
     pub route_header: String,
     pub expected_output_tokens: u64,
+    /// Time allowed for each fallback or cascade attempt, in ms.
+    pub attempt_timeout_ms: u64,
     pub rules: Vec<Rule>,
 }
 
@@ -205,6 +213,7 @@ impl Default for RoutingPolicy {
         RoutingPolicy {
             route_header: DEFAULT_ROUTE_HEADER.to_string(),
             expected_output_tokens: DEFAULT_EXPECTED_OUTPUT_TOKENS,
+            attempt_timeout_ms: DEFAULT_ATTEMPT_TIMEOUT_MS,
             rules: Vec::new(),
         }
     }
@@ -432,6 +441,12 @@ impl TryFrom<RawRouting> for RoutingPolicy {
         if expected_output_tokens == 0 {
             return Err("routing.expectedOutputTokens must be at least 1".into());
         }
+        let attempt_timeout_ms = raw.attempt_timeout_ms.unwrap_or(DEFAULT_ATTEMPT_TIMEOUT_MS);
+        if !(100..=3_600_000).contains(&attempt_timeout_ms) {
+            return Err(format!(
+                "routing.attemptTimeoutMs must be between 100 and 3600000, got {attempt_timeout_ms}"
+            ));
+        }
         let mut rules: Vec<Rule> = Vec::with_capacity(raw.rules.len());
         for r in &raw.rules {
             if rules.iter().any(|x| x.name == r.name) {
@@ -442,6 +457,7 @@ impl TryFrom<RawRouting> for RoutingPolicy {
         Ok(RoutingPolicy {
             route_header,
             expected_output_tokens,
+            attempt_timeout_ms,
             rules,
         })
     }
@@ -452,6 +468,14 @@ impl RoutingPolicy {
     pub fn from_json(bytes: &[u8]) -> Result<Self, String> {
         let raw: RawRouting = serde_json::from_slice(bytes).map_err(|e| format!("routing: {e}"))?;
         Self::try_from(raw)
+    }
+
+    /// Whether any rule has a fallback chain or a cascade (the filter then keeps what it needs
+    /// to send the request again).
+    pub fn has_retries(&self) -> bool {
+        self.rules
+            .iter()
+            .any(|r| !r.fallbacks.targets.is_empty() || r.cascade.is_some())
     }
 
     /// Whether any rule looks at the complexity score (else the caller may skip computing it).

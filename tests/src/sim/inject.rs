@@ -24,6 +24,16 @@ pub const H_CACHE_CREATION: &str = "x-sim-cache-creation-tokens";
 pub const H_FAIL_MID_STREAM: &str = "x-sim-fail-mid-stream";
 /// Exact number of completion tokens wanted (`x-sim-completion-tokens`).
 pub const H_COMPLETION_TOKENS: &str = "x-sim-completion-tokens";
+/// Answer with a refusal instead of generated text (`x-sim-refuse`), for cascade tests.
+pub const H_REFUSE: &str = "x-sim-refuse";
+/// Scope every injected behaviour (status, latency, refusal, mid-stream failure) to requests
+/// whose `model` starts with one of these comma-separated prefixes (`x-sim-fault-model`); other
+/// models answer normally.
+/// Lets one client request exercise a fallback chain or a cascade: the first model fails, the
+/// next one does not.
+pub const H_FAULT_MODEL: &str = "x-sim-fault-model";
+/// The refusal sent under `x-sim-refuse`.
+pub const REFUSAL_TEXT: &str = "I'm sorry, but I can't help with that request.";
 /// Response header: the request's model.
 pub const H_MODEL: &str = "x-sim-model";
 /// Response header: the prompt tokens the simulator counted (before any
@@ -69,6 +79,16 @@ pub struct SimOpts {
     pub fail_mid_stream: Option<usize>,
     /// Exact completion tokens wanted.
     pub completion_tokens: Option<usize>,
+    /// Answer with [`REFUSAL_TEXT`].
+    pub refuse: bool,
+}
+
+fn header_flag(headers: &HeaderMap, name: &str) -> bool {
+    headers
+        .get(name)
+        .and_then(|v| v.to_str().ok())
+        .map(|v| matches!(v.trim().to_ascii_lowercase().as_str(), "1" | "true" | "yes"))
+        .unwrap_or(false)
 }
 
 fn header_u64(headers: &HeaderMap, name: &str) -> Option<u64> {
@@ -93,11 +113,7 @@ impl SimOpts {
             .and_then(|s| u16::try_from(s).ok())
             .and_then(|s| StatusCode::from_u16(s).ok())
             .filter(|s| s.is_client_error() || s.is_server_error());
-        let omit_usage = headers
-            .get(H_OMIT_USAGE)
-            .and_then(|v| v.to_str().ok())
-            .map(|v| matches!(v.trim().to_ascii_lowercase().as_str(), "1" | "true" | "yes"))
-            .unwrap_or(false);
+        let omit_usage = header_flag(headers, H_OMIT_USAGE);
         SimOpts {
             latency: header_u64(headers, H_LATENCY).map_or(config.latency, Duration::from_millis),
             chunk_delay: header_u64(headers, H_CHUNK_DELAY)
@@ -110,7 +126,33 @@ impl SimOpts {
                 .and_then(|v| usize::try_from(v).ok()),
             completion_tokens: header_u64(headers, H_COMPLETION_TOKENS)
                 .and_then(|v| usize::try_from(v).ok()),
+            refuse: header_flag(headers, H_REFUSE),
         }
+    }
+
+    /// Drops the injected faults when `x-sim-fault-model` names another model than `model`.
+    pub fn scoped_to(
+        mut self,
+        headers: &HeaderMap,
+        model: Option<&str>,
+        config: &SimConfig,
+    ) -> SimOpts {
+        let Some(scope) = headers.get(H_FAULT_MODEL).and_then(|v| v.to_str().ok()) else {
+            return self;
+        };
+        if model.is_some_and(|m| {
+            scope
+                .split(',')
+                .map(str::trim)
+                .any(|p| !p.is_empty() && m.starts_with(p))
+        }) {
+            return self;
+        }
+        self.status = None;
+        self.latency = config.latency;
+        self.refuse = false;
+        self.fail_mid_stream = None;
+        self
     }
 
     /// Sleep the configured latency.

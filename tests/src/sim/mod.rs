@@ -88,8 +88,11 @@
 //! `x-sim-omit-usage`, `x-sim-cached-tokens`, `x-sim-cache-creation-tokens`,
 //! `x-sim-fail-mid-stream` (K content chunks, then the connection is aborted;
 //! a plain JSON response sends half its body, then aborts),
-//! `x-sim-completion-tokens`. Responses carry `x-sim-model` and
-//! `x-sim-prompt-tokens` (the total prompt count before any cache split).
+//! `x-sim-completion-tokens`, `x-sim-refuse` (a refusal as the answer) and
+//! `x-sim-fault-model` (status, latency, refusal and mid-stream failure then
+//! apply only to models starting with its value). Responses carry
+//! `x-sim-model` and `x-sim-prompt-tokens` (the total prompt count before any
+//! cache split).
 
 #![allow(clippy::result_large_err)] // handlers return early with a full Response
 
@@ -404,16 +407,17 @@ pub(crate) async fn begin(
     headers: &HeaderMap,
     body: &[u8],
 ) -> Result<(SimOpts, Value), Response> {
-    let opts = SimOpts::from_headers(headers, &st.config);
-    opts.wait_latency().await;
     let parsed = parse_object(provider, body);
+    let model = parsed
+        .as_ref()
+        .ok()
+        .and_then(|v| v.get("model"))
+        .and_then(Value::as_str)
+        .map(str::to_string);
+    let opts =
+        SimOpts::from_headers(headers, &st.config).scoped_to(headers, model.as_deref(), &st.config);
+    opts.wait_latency().await;
     if let Some(status) = opts.status {
-        let model = parsed
-            .as_ref()
-            .ok()
-            .and_then(|v| v.get("model"))
-            .and_then(Value::as_str)
-            .map(str::to_string);
         let mut resp = inject::injected_error(provider, status, model.as_deref());
         if let Some(m) = model
             && let Ok(v) = axum::http::HeaderValue::from_str(&m)
@@ -513,6 +517,16 @@ pub(crate) fn generate(
     opts: &SimOpts,
     limit: Option<usize>,
 ) -> Generated {
+    if opts.refuse {
+        let text = inject::REFUSAL_TEXT.to_string();
+        let tokens = enc.encode(&text);
+        return Generated {
+            text,
+            tokens,
+            truncated: false,
+            seed,
+        };
+    }
     let target = opts
         .completion_tokens
         .unwrap_or_else(|| text::natural_len(seed));
