@@ -132,6 +132,7 @@ fn admit_request(team: &str) -> AdmitRequest {
             max_cost_pico: Some(1000),
         }),
         prefix_key: None,
+        ..AdmitRequest::default()
     }
 }
 

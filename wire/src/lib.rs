@@ -98,6 +98,34 @@ mod tests {
     }
 
     #[test]
+    fn complexity_fields_are_optional_both_ways() {
+        use crate::admit::{AdmitRequest, AdmitResponse};
+        // An older filter's admit and an older service's answer still parse.
+        let req: AdmitRequest = serde_json::from_str(
+            r#"{"request_id":"r","tenant":"t","api":null,"model":"m","stream":false,"route":"/"}"#,
+        )
+        .unwrap();
+        assert!(!req.complexity && req.complexity_query.is_none());
+        let resp: AdmitResponse = serde_json::from_str(r#"{"cache":{"outcome":"miss"}}"#).unwrap();
+        assert_eq!(resp.complexity, None);
+        // And the new fields round-trip.
+        let req = AdmitRequest {
+            complexity: true,
+            complexity_query: Some("prove it".into()),
+            ..AdmitRequest::default()
+        };
+        let back: AdmitRequest =
+            serde_json::from_str(&serde_json::to_string(&req).unwrap()).unwrap();
+        assert_eq!(back, req);
+        let resp = AdmitResponse {
+            complexity: Some(0.75),
+            ..AdmitResponse::default()
+        };
+        let json = serde_json::to_string(&resp).unwrap();
+        assert!(json.contains(r#""complexity":0.75"#), "{json}");
+    }
+
+    #[test]
     fn api_names_round_trip_through_serde() {
         for api in [
             Api::OpenAiChat,
@@ -148,6 +176,15 @@ pub mod admit {
         /// that prefix is hot (seen recently enough for a provider cache write to pay back).
         #[serde(default)]
         pub prefix_key: Option<String>,
+        /// Ask for the cache service's learned complexity score
+        /// ([`AdmitResponse::complexity`]). The service scores the final user turn: `cache.query`
+        /// when `cache` is present and its query is not empty, else [`Self::complexity_query`].
+        #[serde(default)]
+        pub complexity: bool,
+        /// The final user turn to score when the request carries no cache query (`cache` is
+        /// `None`); ignored otherwise, and when `complexity` is false.
+        #[serde(default)]
+        pub complexity_query: Option<String>,
     }
 
     /// The scopes a request belongs to. Nested scopes all apply: org ⊃ team ⊃ user, and the API
@@ -314,6 +351,13 @@ pub mod admit {
         /// (Anthropic `cache_control` breakpoints).
         #[serde(default)]
         pub prefix_hot: bool,
+        /// The learned complexity score when the admit asked for it: the probability, in
+        /// `[0, 1]`, that the final user turn needs a frontier model rather than a small one
+        /// (k-NN over labelled examples, in the embedding space of the semantic cache). `None`
+        /// when not asked, or when the service cannot score (no embedding model, classifier
+        /// still training or disabled, embedding failed, nothing to score).
+        #[serde(default)]
+        pub complexity: Option<f32>,
     }
 
     #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]

@@ -777,6 +777,7 @@ impl Exchange {
             identity: None,
             budget: None,
             prefix_key: flight.budget.prefix_key.clone(),
+            ..AdmitRequest::default()
         };
         let mut admit = admit;
         let wire_id = wire_identity(cfg, &flight.identity);
@@ -2413,6 +2414,7 @@ mod tests {
                 },
                 budget: None,
                 prefix_hot: false,
+                ..AdmitResponse::default()
             })
             .unwrap()
         }
@@ -2648,6 +2650,7 @@ mod tests {
                 cache: CacheDecision::default(),
                 budget: Some(b),
                 prefix_hot: false,
+                ..AdmitResponse::default()
             })
             .unwrap()
         }
@@ -2888,6 +2891,7 @@ mod tests {
                 cache: CacheDecision::default(),
                 budget: None,
                 prefix_hot: hot,
+                ..AdmitResponse::default()
             })
             .unwrap()
         }
