@@ -117,7 +117,7 @@ def build():
            (400, y0 + 90), (400, y1)], color=FILTER[1], width=1.2)
     outcomes = [("hit → local reply", ["cached body as JSON", "or SSE; cost 0"]),
                 ("reject → 429", ["budget_exceeded,", "rate_limited"]),
-                ("continue", ["rewritten body goes", "upstream (fail open)"])]
+                ("continue upstream", ["fallbacks / cascade", "by call-out"])]
     for i, (title, sub) in enumerate(outcomes):
         x = 470 + i * 142
         chip(x, y1, 132, 56, title, sub, stroke=FILTER[1])
