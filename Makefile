@@ -18,7 +18,7 @@ wasm: setup
 	$(CARGO) build --release --target wasm32-wasip1 -p tollgate-filter
 
 build: wasm
-	$(CARGO) build --release -p tollgate-tests --bin sim-provider -p tollgate-cache-service --bin tollgate-cache-service
+	$(CARGO) build --release -p tollgate-tests --bin sim-provider --bin sim-pool -p tollgate-cache-service --bin tollgate-cache-service
 
 test: wasm
 	$(CARGO) test --workspace
@@ -32,7 +32,7 @@ down:
 
 demo: up
 	@echo
-	@.venv/bin/python scripts/demo_traffic.py http://127.0.0.1:$${TOLLGATE_PORT:-10000}
+	@.venv/bin/python scripts/demo_traffic.py http://127.0.0.1:$${TOLLGATE_PORT:-10000} http://127.0.0.1:$${TOLLGATE_POOL_PORT:-10001} http://127.0.0.1:$${TOLLGATE_POOL_BASE_PORT:-8200}
 	@sleep 0.5
 	@echo
 	@python3 scripts/report.py http://127.0.0.1:$${TOLLGATE_ADMIN_PORT:-9901}

@@ -2,10 +2,14 @@
 """Sample traffic for the demo stack, sent with the official OpenAI and Anthropic SDKs exactly as
 an application would: only the base URL points at Envoy. Tenants come from a header.
 
-Usage: demo_traffic.py [BASE_URL]   (default http://127.0.0.1:10000)
+Usage: demo_traffic.py [BASE_URL [POOL_URL POOL_REPLICA_URL]]
+       (defaults http://127.0.0.1:10000, http://127.0.0.1:10001, http://127.0.0.1:8200)
 """
+import json
+import random
 import sys
 import time
+import urllib.request
 import warnings
 
 import anthropic
@@ -13,6 +17,8 @@ import openai
 
 warnings.filterwarnings("ignore", category=DeprecationWarning)  # model deprecation notices
 BASE = sys.argv[1] if len(sys.argv) > 1 else "http://127.0.0.1:10000"
+POOL = sys.argv[2] if len(sys.argv) > 2 else "http://127.0.0.1:10001"
+POOL_REPLICA = sys.argv[3] if len(sys.argv) > 3 else "http://127.0.0.1:8200"
 LONG_CONTEXT = (
     "Tollgate sits in Envoy and meters every LLM call: it counts prompt tokens with the model's "
     "own tokenizer, prices them from a maintained table, caps max_tokens, and exports metrics. "
@@ -35,6 +41,8 @@ def record(tenant, api, headers, note=""):
     rule = headers.get("x-tollgate-route-rule")
     if rule:
         note = f"{note}; routed by rule {rule}".lstrip("; ")
+    if headers.get("x-tollgate-attempts"):
+        note = f"{note}; {headers['x-tollgate-attempts']} upstream calls".lstrip("; ")
     rows.append((tenant or "(api key)", api, headers.get("x-tollgate-model", "-"),
                  headers.get("x-tollgate-prompt-tokens", "-"),
                  headers.get("x-tollgate-completion-tokens", "(stream)"),
@@ -119,6 +127,51 @@ def messages(tenant, model, content, stream=False):
         record(tenant, "messages", raw.headers)
 
 
+def pool_demo():
+    """Prefix-aware routing on the simulated self-hosted pool: the filter hashes each prompt's
+    stable prefix into `x-tollgate-prefix-key` and Envoy's ring hash keeps a prefix on the
+    replica whose KV cache holds it. The same requests, round robin, for comparison."""
+    rng = random.Random(7)
+    systems = [
+        f"You are the assistant of internal application number {i}. "
+        + " ".join(f"Policy {i}.{j}: answer from the knowledge base of application {i}, cite the "
+                   f"section, keep answers short, never invent order numbers or prices." for j in range(40))
+        for i in range(12)
+    ]
+    work = [(rng.randrange(len(systems)), f"Question {n}: what is the status of ticket {1000 + n}?")
+            for n in range(60)]
+
+    def stats(method="GET"):
+        req = urllib.request.Request(f"{POOL_REPLICA}/_sim/pool-stats", method=method)
+        with urllib.request.urlopen(req, timeout=5) as r:
+            body = r.read()
+        return json.loads(body) if body else {}
+
+    client = openai.OpenAI(base_url=f"{POOL}/v1", api_key="none", max_retries=0)
+    results = []
+    for label, headers in [("prefix-key hash", {}), ("round robin", {"x-pool-lb": "round-robin"})]:
+        stats("DELETE")  # cold caches
+        started = time.perf_counter()
+        replicas = set()
+        for sys_i, question in work:
+            raw = client.chat.completions.with_raw_response.create(
+                model="gpt-4o-mini", max_tokens=16, extra_headers=headers,
+                messages=[{"role": "system", "content": systems[sys_i]},
+                          {"role": "user", "content": question}])
+            raw.parse()
+            replicas.add(raw.headers.get("x-sim-replica"))
+        mean_ms = (time.perf_counter() - started) * 1000 / len(work)
+        s = stats()
+        results.append((label, s["token_hit_rate"], s["total"]["hit_requests"], mean_ms, len(replicas)))
+    print(f"\nSelf-hosted pool ({len(work)} requests, {len(systems)} shared system prompts, 4 replicas "
+          f"with KV prefix caches), through Envoy + Tollgate on {POOL}:")
+    print("  routing          KV prefix hit rate  requests with a hit  mean latency  replicas used")
+    for label, rate, hits, ms, n in results:
+        print(f"  {label:<16} {rate:>17.0%}  {hits:>19}  {ms:>9.0f} ms  {n:>13}")
+    ratio = results[0][1] / results[1][1] if results[1][1] else float("inf")
+    print(f"  hash routing keeps {ratio:.1f}x the round-robin hit rate")
+
+
 def main():
     cold_cache()
     for q in ["What is the capital of Portugal?", "Translate 'good morning' to German.",
@@ -175,6 +228,20 @@ def main():
                          f"rejected 429: {e.body['code']}, retry-after {e.response.headers.get('retry-after')} s"))
             break
 
+    # Fallback chains and cheap-first cascades (envoy/demo-config.json). The simulator's
+    # x-sim-* headers inject faults for one model only, as a provider outage would.
+    chat("resilient-app", "gpt-4o-mini", "Suggest a name for a bakery.",
+         "gpt-4o-mini answered 429: fell back",
+         extra_headers={"x-sim-status": "429", "x-sim-fault-model": "gpt-4o-mini"})
+    chat("cheap-first", "gpt-4o", "What is the boiling point of water at sea level?",
+         "cheap model's answer passed the checks")
+    raw = oai("cheap-first").chat.completions.with_raw_response.create(
+        model="gpt-4o", messages=[{"role": "user", "content": "Explain how a bloom filter works."}],
+        extra_headers={"x-sim-refuse": "1", "x-sim-fault-model": "gpt-4o-mini"})
+    raw.parse()
+    record("cheap-first", "chat", raw.headers,
+           f"cheap answer refused: {raw.headers.get('x-tollgate-cascade', '')}, both answers metered")
+
     # No tenant header: the tenant is a hash of the API key (the key itself is never stored).
     raw = oai(None, key="sk-team-without-header").chat.completions.with_raw_response.create(
         model="gpt-4o-mini", messages=[{"role": "user", "content": "ping"}])
@@ -193,6 +260,7 @@ def main():
     for r in rows:
         print("  ".join(str(c).ljust(w) for c, w in zip(r, widths)))
     print(f"\n{len(rows)} requests sent through {BASE}")
+    pool_demo()
 
 
 if __name__ == "__main__":

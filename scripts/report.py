@@ -19,6 +19,8 @@ def main():
     unpriced = collections.Counter()
     cache = collections.defaultdict(collections.Counter)  # tenant -> outcome -> requests
     saved = collections.Counter()  # tenant -> micro-USD
+    fallbacks = collections.Counter()  # "model (reason)" -> attempts that failed over
+    escalations = collections.Counter()  # "cheap model (check)" -> cascade escalations
     for line in text.splitlines():
         m = LINE.match(line)
         if not m:
@@ -32,6 +34,10 @@ def main():
             cache[labels.get("tenant", "?")][labels.get("cache", "?")] += value
         elif name == "tollgate_saved_micro_usd_total":
             saved[labels.get("tenant", "?")] += value
+        elif name == "tollgate_fallbacks_total":
+            fallbacks[f'{labels.get("model", "?")} ({labels.get("reason", "?")})'] += value
+        elif name == "tollgate_cascade_escalations_total":
+            escalations[f'{labels.get("model", "?")} ({labels.get("reason", "?")})'] += value
         elif "tenant" in labels and "model" in labels:
             cells[(labels["tenant"], labels["model"])][name] += value
 
@@ -40,6 +46,8 @@ def main():
     by_tenant = collections.Counter()
     total = collections.Counter()
     for (tenant, model), c in sorted(cells.items()):
+        if not c["tollgate_requests_total"]:
+            continue
         cost = c["tollgate_cost_micro_usd_total"] / 1e6
         by_tenant[tenant] += c["tollgate_cost_micro_usd_total"]
         for k, v in c.items():
@@ -64,6 +72,10 @@ def main():
         spent = total["tollgate_cost_micro_usd_total"]
         print(f"  {hits} requests answered by the cache saved ${sum(saved.values()) / 1e6:.6f}"
               f" (spend without the cache: ${(spent + sum(saved.values())) / 1e6:.6f})")
+    if fallbacks:
+        print("\nfallbacks (failed attempt: model, reason): " + ", ".join(f"{k}={v}" for k, v in sorted(fallbacks.items())))
+    if escalations:
+        print("cascade escalations (cheap model, failed check): " + ", ".join(f"{k}={v}" for k, v in sorted(escalations.items())))
     if rejected:
         print("\nrejected by the filter: " + ", ".join(f"{k}={v}" for k, v in sorted(rejected.items())))
     if unpriced:

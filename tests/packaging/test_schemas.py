@@ -273,8 +273,9 @@ class ShippedConfigsTest(unittest.TestCase):
             jsonschema.Draft202012Validator.check_schema(schema)
 
     def test_demo_config(self):
-        doc = json.loads((ROOT / "envoy" / "demo-config.json").read_text())
-        self.assertEqual([], errors(load_schema("filter-config"), doc))
+        for name in ("demo-config.json", "pool-config.json"):
+            doc = json.loads((ROOT / "envoy" / name).read_text())
+            self.assertEqual([], errors(load_schema("filter-config"), doc), name)
 
     def test_istio_plugin_config(self):
         docs = [d for d in yaml.safe_load_all((ROOT / "deploy" / "istio" / "wasmplugin.yaml").read_text()) if d]
