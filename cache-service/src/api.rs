@@ -98,6 +98,12 @@ fn describe(m: &Metrics) {
         "Ledger records written (re-sent settles are not counted twice).",
     );
     m.describe(
+        "tollgate_budget_definition_reads_total",
+        "counter",
+        "Budget definitions refreshes by kind: full (every definition read) or version (only \
+         the store's definitions version checked: unchanged).",
+    );
+    m.describe(
         "tollgate_spend_anomalies_total",
         "counter",
         "Teams whose spend today exceeded the anomaly factor times their trailing daily average.",
@@ -586,6 +592,14 @@ async fn stats(State(s): State<Arc<AppState>>, headers: HeaderMap) -> Result<Res
 }
 
 async fn metrics(State(s): State<Arc<AppState>>) -> Response {
+    let reads = s.budgets.definition_reads();
+    for (kind, n) in [("full", reads.full), ("version", reads.version_checks)] {
+        s.metrics.set(
+            "tollgate_budget_definition_reads_total",
+            &[("kind", kind)],
+            i64::try_from(n).unwrap_or(i64::MAX),
+        );
+    }
     (
         [("content-type", "text/plain; version=0.0.4")],
         s.metrics.render(),

@@ -234,6 +234,12 @@ async fn spend_settled_through_one_replica_trips_the_breaker_on_the_other() {
             .contains("tollgate_budget_admits_total{verdict=\"breaker\"} 1"),
         "{m}"
     );
+    assert!(
+        m.as_str()
+            .unwrap()
+            .contains("tollgate_budget_definition_reads_total{kind=\"full\"} 1"),
+        "{m}"
+    );
 
     // Closed again once the spend has left the 2 s window (plus B's refresh interval).
     let deadline = spent + Duration::from_secs(6);

@@ -24,7 +24,7 @@ pub mod store;
 pub mod window;
 
 pub use decide::{Amounts, Charge, Counters, LimitKind};
-pub use def::{Budget, BudgetDef, Limits, Period, ScopeKind, Target};
+pub use def::{Budget, BudgetDef, BudgetSet, Limits, Period, ScopeKind, Target};
 pub use embedded::EmbeddedBudgetStore;
 pub use redis_store::RedisBudgetStore;
 pub use store::{
@@ -130,7 +130,7 @@ struct DefCache {
     version: Option<u64>,
     /// [`Budgets::generation`] when the read started (a local change since makes them unusable).
     generation: u64,
-    budgets: Arc<Vec<Budget>>,
+    budgets: Arc<BudgetSet>,
 }
 
 /// How often the definitions cache went to the store (see [`Budgets::definition_reads`]).
@@ -143,8 +143,8 @@ pub struct DefinitionReads {
 }
 
 enum Cached {
-    Fresh(Arc<Vec<Budget>>),
-    Stale(Arc<Vec<Budget>>),
+    Fresh(Arc<BudgetSet>),
+    Stale(Arc<BudgetSet>),
     Missing,
 }
 
@@ -305,7 +305,7 @@ impl Budgets {
     /// The validated definitions, cached for `defs_refresh_ms`. When they are due, one task
     /// refreshes them while concurrent callers keep using the current ones (with
     /// `defs_refresh_ms` 0, or after a change made through this instance, callers wait).
-    async fn budgets(&self, now_ms: u64) -> Result<Arc<Vec<Budget>>, BudgetError> {
+    async fn budgets(&self, now_ms: u64) -> Result<Arc<BudgetSet>, BudgetError> {
         let stale = match self.cached(now_ms, self.generation.load(Ordering::Acquire)) {
             Cached::Fresh(b) => return Ok(b),
             Cached::Stale(b) if self.opts.defs_refresh_ms > 0 => Some(b),
@@ -330,7 +330,7 @@ impl Budgets {
         &self,
         now_ms: u64,
         generation: u64,
-    ) -> Result<Arc<Vec<Budget>>, BudgetError> {
+    ) -> Result<Arc<BudgetSet>, BudgetError> {
         let current = {
             let cache = self.defs.lock().unwrap_or_else(PoisonError::into_inner);
             cache
@@ -364,8 +364,7 @@ impl Budgets {
                 }
             }
         }
-        budgets.sort_by(|a, b| a.id.cmp(&b.id));
-        let budgets = Arc::new(budgets);
+        let budgets = Arc::new(BudgetSet::new(budgets));
         // Kept under the generation the read started at: a local change made meanwhile makes
         // the next caller read again.
         *self.defs.lock().unwrap_or_else(PoisonError::into_inner) = Some(DefCache {
@@ -530,8 +529,9 @@ impl Budgets {
 }
 
 /// The budgets that apply to `identity`, each in its window at `now_ms`.
-fn applied<'a>(budgets: &'a [Budget], identity: &Identity, now_ms: u64) -> Vec<Applied<'a>> {
-    def::applicable(budgets, &def::scopes_of(identity))
+fn applied<'a>(budgets: &'a BudgetSet, identity: &Identity, now_ms: u64) -> Vec<Applied<'a>> {
+    budgets
+        .applicable(&def::scopes_of(identity))
         .into_iter()
         .map(|(b, s)| Applied {
             budget: b,
