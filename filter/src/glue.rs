@@ -593,8 +593,10 @@ impl<H: Host> Stream<H> {
         let Some(outcome) = self.exchange.take_outcome() else {
             return;
         };
-        for (k, v) in outcome.properties() {
-            let _ = self.host.set_property(&format!("tollgate.{k}"), &v);
+        if self.config().is_none_or(|c| c.metrics.access_log) {
+            for (k, v) in outcome.properties() {
+                let _ = self.host.set_property(&format!("tollgate.{k}"), &v);
+            }
         }
         if let Some(rec) = outcome.settle_record(self.host.now_nanos() / 1_000_000)
             && let Ok(mut p) = self.plugin.try_borrow_mut()
@@ -789,7 +791,12 @@ mod tests {
     fn plugin(cfg: &str) -> SharedPlugin {
         let mut v: serde_json::Value =
             serde_json::from_str(if cfg.is_empty() { "{}" } else { cfg }).unwrap();
-        v["metrics"] = serde_json::json!({"flushIntervalMs": 0});
+        match v.get_mut("metrics").and_then(|m| m.as_object_mut()) {
+            Some(m) => {
+                m.insert("flushIntervalMs".into(), 0.into());
+            }
+            None => v["metrics"] = serde_json::json!({"flushIntervalMs": 0}),
+        }
         Rc::new(RefCell::new(Some(Plugin::new(
             Config::from_json(v.to_string().as_bytes()).unwrap(),
             1,
@@ -1215,5 +1222,37 @@ mod tests {
             h(&[(":status", "429"), ("content-type", "application/json")]);
         assert_eq!(s.on_response_headers(false), Flow::Pause);
         assert_eq!(fake2.replies.borrow()[0].status, 504);
+    }
+
+    #[test]
+    fn access_log_properties_can_be_turned_off() {
+        for (cfg, expect_props) in [("", true), (r#"{"metrics": {"accessLog": false}}"#, false)] {
+            let fake = Fake::default();
+            *fake.req_headers.borrow_mut() =
+                h(&[(":method", "POST"), (":path", "/v1/chat/completions")]);
+            let body =
+                br#"{"model":"gpt-4o","max_tokens":5,"messages":[{"role":"user","content":"hi"}]}"#;
+            *fake.req_body.borrow_mut() = body.to_vec();
+            let mut s = Stream::new(&fake, plugin(cfg), 4);
+            s.on_request_headers(false);
+            s.on_request_body(body.len(), true);
+            *fake.resp_headers.borrow_mut() =
+                h(&[(":status", "200"), ("content-type", "application/json")]);
+            s.on_response_headers(false);
+            *fake.resp_body.borrow_mut() =
+                br#"{"usage":{"prompt_tokens":4,"completion_tokens":2}}"#.to_vec();
+            let n = fake.resp_body.borrow().len();
+            s.on_response_body(n, true);
+            s.on_log();
+            let props = fake.props.borrow();
+            assert_eq!(!props.is_empty(), expect_props, "{cfg}: {props:?}");
+            assert!(
+                fake.metrics
+                    .borrow()
+                    .iter()
+                    .any(|(k, v)| k.starts_with("tollgate_requests_total") && *v == 1),
+                "metrics are kept either way"
+            );
+        }
     }
 }

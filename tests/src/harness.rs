@@ -201,7 +201,10 @@ impl Envoy {
             ],
         );
         if let Some(ms) = opts.route_timeout_ms {
-            yaml = yaml.replace("timeout: 600s", &format!("timeout: {}s", ms as f64 / 1000.0));
+            yaml = yaml.replace(
+                "timeout: 600s",
+                &format!("timeout: {}s", ms as f64 / 1000.0),
+            );
         }
         if !opts.with_filter {
             yaml = strip_filter(&yaml);
@@ -360,6 +363,19 @@ impl Envoy {
     /// Envoy's whole log.
     pub fn log(&self) -> String {
         std::fs::read_to_string(self.dir.join("envoy.log")).unwrap_or_default()
+    }
+
+    /// CPU time the Envoy process has used so far (user + system), in seconds (Linux; clock
+    /// ticks of 10 ms). A per-request cost that other processes on the machine barely move.
+    pub fn cpu_seconds(&self) -> Option<f64> {
+        let pid = self.child.as_ref()?.id()?;
+        let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+        // Fields after the parenthesised command name; utime and stime are fields 14 and 15.
+        let rest = stat.rsplit_once(')')?.1;
+        let f: Vec<&str> = rest.split_whitespace().collect();
+        let utime: f64 = f.get(11)?.parse().ok()?;
+        let stime: f64 = f.get(12)?.parse().ok()?;
+        Some((utime + stime) / 100.0)
     }
 
     /// Resident memory of the Envoy process in KiB (Linux).

@@ -58,6 +58,41 @@ fn main() {
     time("count (o200k)", &|b| {
         let _ = Encoding::O200kBase.count(b);
     });
+    let resp = br#"{"id":"chatcmpl-bench","object":"chat.completion","created":1,"model":"gpt-4o-mini","choices":[{"index":0,"message":{"role":"assistant","content":"This is a short fixed answer from the benchmark upstream.","refusal":null},"logprobs":null,"finish_reason":"stop"}],"usage":{"prompt_tokens":500,"completion_tokens":12,"total_tokens":512,"prompt_tokens_details":{"cached_tokens":0}}}"#;
+    let stop = Config::from_json(br#"{"stopOnHeaders": true}"#).unwrap();
+    let req_headers: Vec<(String, String)> = [
+        (":method", "POST"),
+        (":path", "/v1/chat/completions"),
+        (":authority", "llm"),
+        ("content-type", "application/json"),
+        ("authorization", "Bearer sk-bench"),
+        ("user-agent", "wrk"),
+    ]
+    .iter()
+    .map(|(k, v)| (k.to_string(), v.to_string()))
+    .collect();
+    let resp_headers: Vec<(String, String)> = [
+        (":status", "200"),
+        ("content-type", "application/json"),
+        ("content-length", "380"),
+    ]
+    .iter()
+    .map(|(k, v)| (k.to_string(), v.to_string()))
+    .collect();
+    time("whole exchange (core)", &|b| {
+        let mut cache = CountCache::new(0, 1);
+        let mut x = tollgate_core::Exchange::new();
+        let _ = x.on_request_headers(&stop, "POST", "/v1/chat/completions", &req_headers, false);
+        let _ = x.on_request_body(&stop, &mut cache, b.len(), true, || {
+            Some(b.as_bytes().to_vec())
+        });
+        let _ = x.on_response_headers(&stop, 200, &resp_headers, false);
+        let _ = x.on_response_body(resp, true);
+        let o = x.take_outcome().unwrap();
+        let mut card = tollgate_core::metrics::Cardinality::new(100, 100);
+        let _ = o.counters(&mut card);
+        let _ = o.properties();
+    });
     time("parse + count (filter)", &|b| {
         let mut cache = CountCache::new(0, 1);
         let _ =

@@ -250,6 +250,10 @@ pub struct RawMetrics {
     /// Counter increments are summed in the VM and handed to Envoy every this many ms (host
     /// calls are the filter's main per-request cost). 0: on every request. Default 1000.
     pub flush_interval_ms: Option<u64>,
+    /// Set the `tollgate.*` filter-state properties an access log reads
+    /// (`%FILTER_STATE(wasm.tollgate.cost_usd:PLAIN)%`, ...). Ten host calls per request: turn
+    /// off when no access log uses them. Default true.
+    pub access_log: Option<bool>,
 }
 
 /// Where the tenant id comes from.
@@ -359,6 +363,7 @@ pub struct MetricsPolicy {
     pub max_tenants: usize,
     pub max_models: usize,
     pub flush_interval_ms: u64,
+    pub access_log: bool,
 }
 
 /// The validated configuration.
@@ -569,6 +574,7 @@ impl TryFrom<RawConfig> for Config {
             max_tenants: raw.metrics.max_tenants.unwrap_or(100),
             max_models: raw.metrics.max_models.unwrap_or(100),
             flush_interval_ms: raw.metrics.flush_interval_ms.unwrap_or(1000),
+            access_log: raw.metrics.access_log.unwrap_or(true),
         };
         if metrics.flush_interval_ms > 60_000 {
             return Err("metrics.flushIntervalMs must be at most 60000".into());
