@@ -6,7 +6,7 @@
 //! replica become visible here within the stream's latency).
 
 use std::collections::{HashMap, VecDeque};
-use std::sync::{Arc, Mutex, RwLock};
+use std::sync::{Arc, Mutex, OnceLock, RwLock};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use serde::{Deserialize, Serialize};
@@ -16,6 +16,7 @@ use tollgate_wire::admit::{
     SettleRecord,
 };
 
+use crate::complexity::Classifier;
 use crate::embed::Batcher;
 use crate::index::Partitions;
 use crate::metrics::Metrics;
@@ -106,6 +107,8 @@ pub struct Engine {
     pending: Mutex<HashMap<String, Pending>>,
     shadow: Mutex<VecDeque<ShadowRecord>>,
     puts_since_evict: Mutex<u64>,
+    /// The learned complexity classifier, once trained ([`Engine::set_complexity`]).
+    complexity: OnceLock<Arc<Classifier>>,
     pub metrics: Arc<Metrics>,
 }
 
@@ -151,6 +154,7 @@ impl Engine {
             pending: Mutex::new(HashMap::new()),
             shadow: Mutex::new(VecDeque::new()),
             puts_since_evict: Mutex::new(0),
+            complexity: OnceLock::new(),
             metrics,
         });
         let started = Instant::now();
@@ -321,10 +325,35 @@ impl Engine {
         }
     }
 
+    /// Installs the trained complexity classifier (once; later calls are ignored). It must have
+    /// been trained with this engine's embedding model.
+    pub fn set_complexity(&self, classifier: Arc<Classifier>) -> bool {
+        let same_model = self
+            .embedder
+            .as_ref()
+            .is_some_and(|b| b.model_id() == classifier.model_id());
+        same_model && self.complexity.set(classifier).is_ok()
+    }
+
+    /// The complexity classifier, when trained.
+    pub fn complexity(&self) -> Option<&Arc<Classifier>> {
+        self.complexity.get()
+    }
+
+    /// The embedding model, when semantic lookups (or the complexity classifier) can use one.
+    pub fn embedder(&self) -> Option<&Arc<Batcher>> {
+        self.embedder.as_ref()
+    }
+
     /// `POST /v1/admit`.
     pub async fn admit(&self, req: &AdmitRequest) -> AdmitResponse {
         let started = Instant::now();
-        let cache = self.lookup(req).await;
+        let (cache, embedded) = self.lookup(req).await;
+        let complexity = if req.complexity {
+            self.score_complexity(req, embedded).await
+        } else {
+            None
+        };
         let outcome = cache.outcome;
         let label = outcome.header_value();
         self.metrics
@@ -342,22 +371,111 @@ impl Engine {
             cache,
             budget: None,
             prefix_hot: false,
+            complexity,
         }
     }
 
-    async fn lookup(&self, req: &AdmitRequest) -> CacheDecision {
+    /// The learned complexity score of the admit's final user turn, reusing the lookup's
+    /// embedding when it made one (`embedded`), embedding the turn otherwise.
+    async fn score_complexity(
+        &self,
+        req: &AdmitRequest,
+        embedded: Option<Vec<f32>>,
+    ) -> Option<f32> {
+        let started = Instant::now();
+        let Some(classifier) = self.complexity.get() else {
+            self.metrics.inc(
+                "tollgate_complexity_unscored_total",
+                &[("reason", "no_classifier")],
+                1,
+            );
+            return None;
+        };
+        let vector = match embedded {
+            Some(v) => {
+                self.metrics.inc(
+                    "tollgate_complexity_embeddings_total",
+                    &[("source", "reused")],
+                    1,
+                );
+                v
+            }
+            None => {
+                let text = req
+                    .cache
+                    .as_ref()
+                    .map(|q| q.query.as_str())
+                    .filter(|t| !t.trim().is_empty())
+                    .or(req.complexity_query.as_deref())
+                    .filter(|t| !t.trim().is_empty());
+                let (Some(text), Some(embedder)) = (text, &self.embedder) else {
+                    self.metrics.inc(
+                        "tollgate_complexity_unscored_total",
+                        &[("reason", "no_text")],
+                        1,
+                    );
+                    return None;
+                };
+                match embedder.embed(text.to_string()).await {
+                    Ok(v) => {
+                        self.metrics.inc(
+                            "tollgate_complexity_embeddings_total",
+                            &[("source", "computed")],
+                            1,
+                        );
+                        v
+                    }
+                    Err(e) => {
+                        tracing::debug!(error = %e, "complexity: embedding failed");
+                        self.metrics.inc(
+                            "tollgate_complexity_unscored_total",
+                            &[("reason", "embed_error")],
+                            1,
+                        );
+                        return None;
+                    }
+                }
+            }
+        };
+        let score = classifier.score(&vector);
+        match score {
+            Some(s) => self.metrics.inc(
+                "tollgate_complexity_scores_total",
+                &[("bucket", crate::complexity::bucket(s))],
+                1,
+            ),
+            None => self.metrics.inc(
+                "tollgate_complexity_unscored_total",
+                &[("reason", "dimension")],
+                1,
+            ),
+        }
+        self.metrics
+            .observe("tollgate_complexity_seconds", &[], started.elapsed());
+        score
+    }
+
+    /// The cache decision, and the embedding of the final user turn when the lookup computed
+    /// one (so the complexity score can reuse it).
+    async fn lookup(&self, req: &AdmitRequest) -> (CacheDecision, Option<Vec<f32>>) {
         let Some(q) = &req.cache else {
-            return CacheDecision {
-                reason: Some("not_cacheable".into()),
-                ..self.decision(CacheOutcome::Bypass)
-            };
+            return (
+                CacheDecision {
+                    reason: Some("not_cacheable".into()),
+                    ..self.decision(CacheOutcome::Bypass)
+                },
+                None,
+            );
         };
         let ttl = match self.settings.rules.eligibility(req) {
             Eligibility::Bypass { reason } => {
-                return CacheDecision {
-                    reason: Some(reason),
-                    ..self.decision(CacheOutcome::Bypass)
-                };
+                return (
+                    CacheDecision {
+                        reason: Some(reason),
+                        ..self.decision(CacheOutcome::Bypass)
+                    },
+                    None,
+                );
             }
             Eligibility::Cacheable { ttl_seconds, .. } => ttl_seconds,
         };
@@ -380,35 +498,41 @@ impl Engine {
             // 1. Exact.
             match self.store.get_exact(&req.tenant, &q.exact_key).await {
                 Ok(Some(e)) if servable(&e) => {
-                    return CacheDecision {
-                        entry: Some(e.completion),
-                        similarity: Some(1.0),
-                        ..self.decision(CacheOutcome::HitExact)
-                    };
+                    return (
+                        CacheDecision {
+                            entry: Some(e.completion),
+                            similarity: Some(1.0),
+                            ..self.decision(CacheOutcome::HitExact)
+                        },
+                        None,
+                    );
                 }
                 Ok(_) => {}
                 Err(err) => {
                     tracing::warn!(error = %err, "exact lookup failed");
-                    return CacheDecision {
-                        reason: Some("store_error".into()),
-                        ..self.decision(CacheOutcome::Error)
-                    };
+                    return (
+                        CacheDecision {
+                            reason: Some("store_error".into()),
+                            ..self.decision(CacheOutcome::Error)
+                        },
+                        None,
+                    );
                 }
             }
         }
         // 2. Semantic: embed the final user turn (also needed later to store the answer).
         if q.query.is_empty() || self.settings.semantic == SemanticMode::Off {
-            return miss(None);
+            return (miss(None), None);
         }
         let Some(embedder) = &self.embedder else {
-            return miss(None);
+            return (miss(None), None);
         };
         let vector = match embedder.embed(q.query.clone()).await {
             Ok(v) => v,
             Err(e) => {
                 tracing::warn!(error = %e, "embedding failed; exact lookup only");
                 self.metrics.inc("tollgate_embed_errors_total", &[], 1);
-                return miss(None);
+                return (miss(None), None);
             }
         };
         let mut shadow_sim = None;
@@ -466,9 +590,9 @@ impl Engine {
             None => miss(None),
         };
         if decision.store {
-            self.remember(&req.request_id, Some(vector), shadow_sim);
+            self.remember(&req.request_id, Some(vector.clone()), shadow_sim);
         }
-        decision
+        (decision, Some(vector))
     }
 
     fn remember(
@@ -784,6 +908,28 @@ fn warm_request(api: Api, item: &WarmItem) -> serde_json::Value {
 }
 
 fn describe(m: &Metrics) {
+    m.describe(
+        "tollgate_complexity_scores_total",
+        "counter",
+        "Learned complexity scores returned on admit, by tenth (bucket = lower bound, 0.0-0.9).",
+    );
+    m.describe(
+        "tollgate_complexity_embeddings_total",
+        "counter",
+        "Embeddings behind complexity scores: reused from the cache lookup, or computed for the \
+         score alone.",
+    );
+    m.describe(
+        "tollgate_complexity_unscored_total",
+        "counter",
+        "Admits that asked for a complexity score and got none, by reason (no_classifier, \
+         no_text, embed_error, dimension).",
+    );
+    m.describe(
+        "tollgate_complexity_seconds",
+        "histogram",
+        "Time to score complexity on admit (k-NN, plus embedding when not reused).",
+    );
     m.describe(
         "tollgate_cache_admits_total",
         "counter",

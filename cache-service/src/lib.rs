@@ -10,6 +10,7 @@ pub mod api;
 pub mod breaker;
 pub mod budget;
 pub mod cli;
+pub mod complexity;
 pub mod dashboard;
 pub mod embed;
 pub mod engine;

@@ -10,6 +10,7 @@ use serde::Deserialize;
 use crate::api::AppState;
 use crate::breaker::{AnomalyConfig, AnomalyDetector, BreakerConfig, SpendBreaker};
 use crate::budget::{BudgetConfig, BudgetOptions, Budgets};
+use crate::complexity::{Classifier, ComplexityConfig};
 use crate::embed::{BatchConfig, Batcher, Device, OnnxConfig, OnnxEmbedder};
 use crate::engine::{CacheSettings, Engine, SemanticMode};
 use crate::ledger::LedgerConfig;
@@ -93,6 +94,9 @@ pub struct FileConfig {
     pub cache: RawCacheConfig,
     #[serde(default)]
     pub budgets: RawBudgetsConfig,
+    /// The learned complexity classifier (`AdmitResponse.complexity`).
+    #[serde(default)]
+    pub complexity: ComplexityConfig,
 }
 
 /// `budgets` in the configuration file (budget definitions themselves live in the store and are
@@ -201,6 +205,46 @@ impl RawCacheConfig {
     }
 }
 
+/// Trains the complexity classifier in the background (the examples are embedded once; with the
+/// shipped set this takes a few seconds of CPU) and installs it in the engine. Until then, and
+/// without an embedding model (semantic mode `off`), admits asking for a score get none.
+pub fn spawn_complexity_training(
+    engine: &Arc<Engine>,
+    examples: Vec<crate::complexity::Example>,
+    cfg: &ComplexityConfig,
+) {
+    let Some(batcher) = engine.embedder() else {
+        tracing::info!("complexity classifier off: no embedding model (semantic mode off)");
+        return;
+    };
+    let embedder = batcher.embedder().clone();
+    let engine = Arc::downgrade(engine);
+    let (k, source) = (cfg.k, cfg.source());
+    tokio::spawn(async move {
+        let started = std::time::Instant::now();
+        let trained = tokio::task::spawn_blocking(move || {
+            Classifier::train(embedder.as_ref(), &examples, k, source)
+        })
+        .await;
+        match trained {
+            Ok(Ok(c)) => {
+                tracing::info!(
+                    examples = c.knn().len(),
+                    k = c.knn().k(),
+                    source = c.source(),
+                    elapsed_ms = started.elapsed().as_millis() as u64,
+                    "complexity classifier trained"
+                );
+                if let Some(engine) = engine.upgrade() {
+                    engine.set_complexity(Arc::new(c));
+                }
+            }
+            Ok(Err(e)) => tracing::warn!(error = %e, "complexity classifier not trained"),
+            Err(e) => tracing::warn!(error = %e, "complexity classifier training panicked"),
+        }
+    });
+}
+
 pub fn load_file_config(path: Option<&PathBuf>) -> Result<FileConfig, String> {
     match path {
         None => Ok(FileConfig::default()),
@@ -221,6 +265,11 @@ pub async fn build(args: &ServeArgs) -> Result<Arc<AppState>, String> {
     if let Some(a) = &file.budgets.anomaly {
         a.validate()?;
     }
+    let complexity_examples = if file.complexity.enabled {
+        Some(file.complexity.validate()?)
+    } else {
+        None
+    };
     let metrics = Arc::new(Metrics::new());
     let store: Arc<dyn Store> = match &args.redis_url {
         Some(url) => Arc::new(
@@ -275,6 +324,9 @@ pub async fn build(args: &ServeArgs) -> Result<Arc<AppState>, String> {
     let engine = Engine::start(settings, store, embedder, metrics.clone())
         .await
         .map_err(|e| e.to_string())?;
+    if let Some(examples) = complexity_examples {
+        spawn_complexity_training(&engine, examples, &file.complexity);
+    }
     let retention_days = file
         .budgets
         .ledger_retention_days

@@ -82,8 +82,8 @@ FILTER_ONLY_BUDGETS = {"failureMode", "defaultMaxOutputTokens"}
 
 
 def is_service_config(doc):
-    """The service file has only `cache` and `budgets`, with keys the filter's sections lack."""
-    if not isinstance(doc, dict) or not doc or not set(doc) <= {"cache", "budgets"}:
+    """The service file has only `cache`, `budgets` and `complexity`, with keys the filter's sections lack."""
+    if not isinstance(doc, dict) or not doc or not set(doc) <= {"cache", "budgets", "complexity"}:
         return False
     cache, budgets = doc.get("cache") or {}, doc.get("budgets") or {}
     return not (set(cache) & FILTER_ONLY_CACHE or set(budgets) & FILTER_ONLY_BUDGETS)
@@ -200,9 +200,10 @@ FILTER_SOURCES = ("filter/core/src/config.rs", "filter/core/src/routing.rs", "fi
 SERVICE_STRUCTS = {
     "FileConfig": (), "RawCacheConfig": ("cache",), "RawSemantic": ("cache", "semantic"),
     "RawRule": ("$defs/cacheRule",), "RawBudgetsConfig": ("budgets",), "BreakerConfig": ("$defs/breaker",),
-    "AnomalyConfig": ("$defs/anomaly",),
+    "AnomalyConfig": ("$defs/anomaly",), "ComplexityConfig": ("complexity",),
 }
-SERVICE_SOURCES = ("cache-service/src/service.rs", "cache-service/src/rules.rs", "cache-service/src/breaker.rs")
+SERVICE_SOURCES = ("cache-service/src/service.rs", "cache-service/src/rules.rs", "cache-service/src/breaker.rs",
+                   "cache-service/src/complexity.rs")
 
 
 @needs_jsonschema
