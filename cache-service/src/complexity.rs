@@ -10,8 +10,9 @@
 //!   `complexity.examples` in the configuration file. "simple" means a small, cheap model
 //!   (gpt-4o-mini class) answers it well; "complex" that it needs a frontier model
 //!   (`cache-service/data/complexity/README.md`).
-//! - **Training**: the examples are embedded once, off the async threads, when the service
-//!   starts ([`Classifier::train`]); until that finishes admits get no learned score.
+//! - **Training**: the examples are embedded once, off the async threads ([`Classifier::train`]):
+//!   when the first admit asks for a score, or at start with `complexity.trainAtStart`. The
+//!   shipped set takes a few seconds of CPU; until it is done admits get no learned score.
 //! - **Score**: for a query vector `q` (L2-normalised), the `k` examples with the highest cosine
 //!   `c_i` vote with weight `1 / (1 - c_i + 0.01)`; the score is the weighted share of "complex"
 //!   votes, in `[0, 1]`. Cost: `n × dim` multiply-adds (≈ 140k for the default 367 examples at
@@ -309,9 +310,14 @@ impl Classifier {
 #[derive(Clone, Debug, Deserialize)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct ComplexityConfig {
-    /// Train the classifier at start (needs the embedding model, i.e. semantic mode not `off`).
+    /// Offer learned scores (needs the embedding model, i.e. semantic mode not `off`).
     #[serde(default = "yes")]
     pub enabled: bool,
+    /// Embed the examples in the background as soon as the service starts. Otherwise the first
+    /// admit that asks for a score starts it (and gets none), so a service whose filters never
+    /// ask spends nothing on it.
+    #[serde(default)]
+    pub train_at_start: bool,
     /// JSONL of labelled examples; default: the shipped set compiled into the binary.
     #[serde(default)]
     pub examples: Option<PathBuf>,
@@ -331,6 +337,7 @@ impl Default for ComplexityConfig {
     fn default() -> Self {
         ComplexityConfig {
             enabled: true,
+            train_at_start: false,
             examples: None,
             k: DEFAULT_K,
         }

@@ -16,7 +16,7 @@ use tollgate_wire::admit::{
     SettleRecord,
 };
 
-use crate::complexity::Classifier;
+use crate::complexity::{Classifier, Example};
 use crate::embed::Batcher;
 use crate::index::Partitions;
 use crate::metrics::Metrics;
@@ -108,13 +108,31 @@ pub struct Engine {
     shadow: Mutex<VecDeque<ShadowRecord>>,
     puts_since_evict: Mutex<u64>,
     /// The learned complexity classifier, once trained ([`Engine::set_complexity`]).
-    complexity: OnceLock<Arc<Classifier>>,
+    complexity: Arc<OnceLock<Arc<Classifier>>>,
+    /// What to train it on, until training starts ([`Engine::plan_complexity`]).
+    complexity_plan: Mutex<Option<ComplexityPlan>>,
     pub metrics: Arc<Metrics>,
+}
+
+/// Examples waiting to be embedded into the complexity classifier.
+struct ComplexityPlan {
+    examples: Vec<Example>,
+    k: usize,
+    source: String,
 }
 
 /// Pending admits older than this are forgotten (their settle re-embeds if needed).
 const PENDING_TTL: Duration = Duration::from_secs(600);
 const SHADOW_KEEP: usize = 1000;
+
+fn install_complexity(
+    slot: &OnceLock<Arc<Classifier>>,
+    embedder: Option<&Arc<Batcher>>,
+    classifier: Arc<Classifier>,
+) -> bool {
+    let same_model = embedder.is_some_and(|b| b.model_id() == classifier.model_id());
+    same_model && slot.set(classifier).is_ok()
+}
 
 pub fn now_secs() -> u64 {
     SystemTime::now()
@@ -154,7 +172,8 @@ impl Engine {
             pending: Mutex::new(HashMap::new()),
             shadow: Mutex::new(VecDeque::new()),
             puts_since_evict: Mutex::new(0),
-            complexity: OnceLock::new(),
+            complexity: Arc::new(OnceLock::new()),
+            complexity_plan: Mutex::new(None),
             metrics,
         });
         let started = Instant::now();
@@ -328,11 +347,61 @@ impl Engine {
     /// Installs the trained complexity classifier (once; later calls are ignored). It must have
     /// been trained with this engine's embedding model.
     pub fn set_complexity(&self, classifier: Arc<Classifier>) -> bool {
-        let same_model = self
-            .embedder
-            .as_ref()
-            .is_some_and(|b| b.model_id() == classifier.model_id());
-        same_model && self.complexity.set(classifier).is_ok()
+        install_complexity(&self.complexity, self.embedder.as_ref(), classifier)
+    }
+
+    /// Sets the examples the complexity classifier is trained on, by [`Engine::train_complexity`]
+    /// or, failing that, by the first admit that asks for a score (it gets none; the admits after
+    /// training do). Without an embedding model nothing is ever trained.
+    pub fn plan_complexity(&self, examples: Vec<Example>, k: usize, source: String) {
+        if let Ok(mut p) = self.complexity_plan.lock() {
+            *p = Some(ComplexityPlan {
+                examples,
+                k,
+                source,
+            });
+        }
+    }
+
+    /// Starts training the planned classifier in the background (embedding the examples, off the
+    /// async threads); a no-op when nothing is planned or training already started. Must be
+    /// called inside a Tokio runtime.
+    pub fn train_complexity(&self) {
+        let Some(batcher) = self.embedder.clone() else {
+            return;
+        };
+        let Some(plan) = self.complexity_plan.lock().ok().and_then(|mut p| p.take()) else {
+            return;
+        };
+        let slot = self.complexity.clone();
+        let metrics = self.metrics.clone();
+        tokio::spawn(async move {
+            let started = Instant::now();
+            let embedder = batcher.embedder().clone();
+            let trained = tokio::task::spawn_blocking(move || {
+                Classifier::train(embedder.as_ref(), &plan.examples, plan.k, plan.source)
+            })
+            .await;
+            match trained {
+                Ok(Ok(c)) => {
+                    tracing::info!(
+                        examples = c.knn().len(),
+                        k = c.knn().k(),
+                        source = c.source(),
+                        elapsed_ms = started.elapsed().as_millis() as u64,
+                        "complexity classifier trained"
+                    );
+                    metrics.observe(
+                        "tollgate_complexity_training_seconds",
+                        &[],
+                        started.elapsed(),
+                    );
+                    install_complexity(&slot, Some(&batcher), Arc::new(c));
+                }
+                Ok(Err(e)) => tracing::warn!(error = %e, "complexity classifier not trained"),
+                Err(e) => tracing::warn!(error = %e, "complexity classifier training failed"),
+            }
+        });
     }
 
     /// The complexity classifier, when trained.
@@ -384,6 +453,7 @@ impl Engine {
     ) -> Option<f32> {
         let started = Instant::now();
         let Some(classifier) = self.complexity.get() else {
+            self.train_complexity();
             self.metrics.inc(
                 "tollgate_complexity_unscored_total",
                 &[("reason", "no_classifier")],
@@ -924,6 +994,11 @@ fn describe(m: &Metrics) {
         "counter",
         "Admits that asked for a complexity score and got none, by reason (no_classifier, \
          no_text, embed_error, dimension).",
+    );
+    m.describe(
+        "tollgate_complexity_training_seconds",
+        "histogram",
+        "Time to embed the complexity classifier's examples (once per start).",
     );
     m.describe(
         "tollgate_complexity_seconds",

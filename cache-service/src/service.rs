@@ -10,7 +10,7 @@ use serde::Deserialize;
 use crate::api::AppState;
 use crate::breaker::{AnomalyConfig, AnomalyDetector, BreakerConfig, SpendBreaker};
 use crate::budget::{BudgetConfig, BudgetOptions, Budgets};
-use crate::complexity::{Classifier, ComplexityConfig};
+use crate::complexity::ComplexityConfig;
 use crate::embed::{BatchConfig, Batcher, Device, OnnxConfig, OnnxEmbedder};
 use crate::engine::{CacheSettings, Engine, SemanticMode};
 use crate::ledger::LedgerConfig;
@@ -205,46 +205,6 @@ impl RawCacheConfig {
     }
 }
 
-/// Trains the complexity classifier in the background (the examples are embedded once; with the
-/// shipped set this takes a few seconds of CPU) and installs it in the engine. Until then, and
-/// without an embedding model (semantic mode `off`), admits asking for a score get none.
-pub fn spawn_complexity_training(
-    engine: &Arc<Engine>,
-    examples: Vec<crate::complexity::Example>,
-    cfg: &ComplexityConfig,
-) {
-    let Some(batcher) = engine.embedder() else {
-        tracing::info!("complexity classifier off: no embedding model (semantic mode off)");
-        return;
-    };
-    let embedder = batcher.embedder().clone();
-    let engine = Arc::downgrade(engine);
-    let (k, source) = (cfg.k, cfg.source());
-    tokio::spawn(async move {
-        let started = std::time::Instant::now();
-        let trained = tokio::task::spawn_blocking(move || {
-            Classifier::train(embedder.as_ref(), &examples, k, source)
-        })
-        .await;
-        match trained {
-            Ok(Ok(c)) => {
-                tracing::info!(
-                    examples = c.knn().len(),
-                    k = c.knn().k(),
-                    source = c.source(),
-                    elapsed_ms = started.elapsed().as_millis() as u64,
-                    "complexity classifier trained"
-                );
-                if let Some(engine) = engine.upgrade() {
-                    engine.set_complexity(Arc::new(c));
-                }
-            }
-            Ok(Err(e)) => tracing::warn!(error = %e, "complexity classifier not trained"),
-            Err(e) => tracing::warn!(error = %e, "complexity classifier training panicked"),
-        }
-    });
-}
-
 pub fn load_file_config(path: Option<&PathBuf>) -> Result<FileConfig, String> {
     match path {
         None => Ok(FileConfig::default()),
@@ -325,7 +285,10 @@ pub async fn build(args: &ServeArgs) -> Result<Arc<AppState>, String> {
         .await
         .map_err(|e| e.to_string())?;
     if let Some(examples) = complexity_examples {
-        spawn_complexity_training(&engine, examples, &file.complexity);
+        engine.plan_complexity(examples, file.complexity.k, file.complexity.source());
+        if file.complexity.train_at_start {
+            engine.train_complexity();
+        }
     }
     let retention_days = file
         .budgets

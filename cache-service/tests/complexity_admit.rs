@@ -241,3 +241,34 @@ fn shipped_split_follows_the_hash_rule() {
             .all(|e| !train_prompts.contains(e.prompt.as_str()))
     );
 }
+
+#[tokio::test]
+async fn the_first_admit_that_asks_starts_training() {
+    let dir = TempDir::new("lazy");
+    let (engine, _fake, metrics) = engine(&dir, "serve").await;
+    engine.plan_complexity(parse_examples(EXAMPLES).unwrap(), 1, "test".into());
+    assert!(engine.complexity().is_none());
+    // Not asked: nothing is trained.
+    engine
+        .admit(&request("What is the capital of France?", false))
+        .await;
+    tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    assert!(engine.complexity().is_none());
+    // Asked: no score yet, training starts.
+    let resp = engine.admit(&request("Prove it.", true)).await;
+    assert_eq!(resp.complexity, None);
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+    while engine.complexity().is_none() && std::time::Instant::now() < deadline {
+        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+    }
+    assert_eq!(engine.complexity().unwrap().source(), "test");
+    let resp = engine
+        .admit(&request("Translate hello into Spanish.", true))
+        .await;
+    assert!(resp.complexity.unwrap() < 0.01);
+    assert!(
+        metrics
+            .render()
+            .contains("tollgate_complexity_training_seconds_count 1")
+    );
+}
