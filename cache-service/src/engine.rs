@@ -418,10 +418,19 @@ impl Engine {
     pub async fn admit(&self, req: &AdmitRequest) -> AdmitResponse {
         let started = Instant::now();
         let (cache, embedded) = self.lookup(req).await;
-        let complexity = if req.complexity {
-            self.score_complexity(req, embedded).await
-        } else {
+        // An exact hit is answered from the cache (nothing to route) and made no embedding:
+        // scoring it would put an inference (milliseconds) on the fastest path for nothing.
+        let complexity = if !req.complexity {
             None
+        } else if cache.outcome == CacheOutcome::HitExact {
+            self.metrics.inc(
+                "tollgate_complexity_unscored_total",
+                &[("reason", "exact_hit")],
+                1,
+            );
+            None
+        } else {
+            self.score_complexity(req, embedded).await
         };
         let outcome = cache.outcome;
         let label = outcome.header_value();
@@ -992,8 +1001,8 @@ fn describe(m: &Metrics) {
     m.describe(
         "tollgate_complexity_unscored_total",
         "counter",
-        "Admits that asked for a complexity score and got none, by reason (no_classifier, \
-         no_text, embed_error, dimension).",
+        "Admits that asked for a complexity score and got none, by reason (exact_hit, \
+         no_classifier, no_text, embed_error, dimension).",
     );
     m.describe(
         "tollgate_complexity_training_seconds",

@@ -272,3 +272,88 @@ async fn the_first_admit_that_asks_starts_training() {
             .contains("tollgate_complexity_training_seconds_count 1")
     );
 }
+
+#[tokio::test]
+async fn exact_hits_are_not_scored_semantic_hits_are_for_free() {
+    use tollgate_wire::admit::{
+        CacheOutcome, CachedCompletion, SettleBatch, SettleRecord, StoreRequest,
+    };
+    use tollgate_wire::{Usage, UsageSource};
+    let dir = TempDir::new("hits");
+    let (engine, fake, metrics) = engine(&dir, "serve").await;
+    assert!(engine.set_complexity(classifier(&fake)));
+    let q = "Prove that there are infinitely many primes.";
+    let first = request(q, true);
+    let resp = engine.admit(&first).await;
+    assert_eq!(resp.cache.outcome, CacheOutcome::Miss);
+    let c = first.cache.clone().unwrap();
+    let rec = SettleRecord {
+        request_id: first.request_id.clone(),
+        tenant: first.tenant.clone(),
+        api: None,
+        model: first.model.clone(),
+        stream: false,
+        status: 200,
+        usage: Usage::default(),
+        usage_source: UsageSource::Provider,
+        cost_pico: None,
+        cache: CacheOutcome::Miss,
+        saved_pico: 0,
+        finished_at_ms: 0,
+        store: Some(StoreRequest {
+            exact_key: c.exact_key.clone(),
+            partition: c.partition.clone(),
+            query: c.query.clone(),
+            completion: CachedCompletion {
+                model: first.model.clone(),
+                text: "Euclid's argument.".into(),
+                finish_reason: "stop".into(),
+                ..CachedCompletion::default()
+            },
+            shadow_entry_id: None,
+            ttl_seconds: Some(3600),
+        }),
+        identity: None,
+        reservation_id: None,
+        requested_model: None,
+        route: None,
+    };
+    engine
+        .settle(SettleBatch { records: vec![rec] })
+        .await
+        .unwrap();
+
+    // Exact hit: served from the cache, no score, no embedding.
+    let before = fake.texts_embedded();
+    let resp = engine.admit(&request(q, true)).await;
+    assert_eq!(resp.cache.outcome, CacheOutcome::HitExact);
+    assert_eq!(resp.complexity, None);
+    assert_eq!(fake.texts_embedded(), before);
+    assert_eq!(
+        metrics.counter(
+            "tollgate_complexity_unscored_total",
+            &[("reason", "exact_hit")]
+        ),
+        1
+    );
+
+    // Semantic hit (same question, another exact key): the lookup's embedding is scored.
+    let mut other = request(q, true);
+    if let Some(c) = other.cache.as_mut() {
+        c.exact_key = "c".repeat(64);
+    }
+    let reused = metrics.counter(
+        "tollgate_complexity_embeddings_total",
+        &[("source", "reused")],
+    );
+    let resp = engine.admit(&other).await;
+    assert_eq!(resp.cache.outcome, CacheOutcome::HitSemantic);
+    assert!(resp.complexity.unwrap() > 0.99);
+    assert_eq!(
+        metrics.counter(
+            "tollgate_complexity_embeddings_total",
+            &[("source", "reused")]
+        ),
+        reused + 1
+    );
+}

@@ -351,11 +351,13 @@ pub mod admit {
         /// (Anthropic `cache_control` breakpoints).
         #[serde(default)]
         pub prefix_hot: bool,
-        /// The learned complexity score when the admit asked for it: the probability, in
-        /// `[0, 1]`, that the final user turn needs a frontier model rather than a small one
-        /// (k-NN over labelled examples, in the embedding space of the semantic cache). `None`
-        /// when not asked, or when the service cannot score (no embedding model, classifier
-        /// still training or disabled, embedding failed, nothing to score).
+        /// The learned complexity score when the admit asked for it: in `[0, 1]`, how likely
+        /// the final user turn needs a frontier model rather than a small one (the
+        /// distance-weighted share of its nearest labelled examples that are "complex", in the
+        /// semantic cache's embedding space; 0.4 is the suggested cut). `None` when not asked,
+        /// on an exact cache hit (answered from the cache: nothing to route), or when the
+        /// service cannot score (no embedding model, classifier still training or disabled,
+        /// embedding failed, nothing to score).
         #[serde(default)]
         pub complexity: Option<f32>,
     }
