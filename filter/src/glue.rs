@@ -395,7 +395,17 @@ impl<H: Host> Stream<H> {
         };
         let (status, body) = self.host.http_call_response(body_size);
         let now = self.host.now_nanos() / 1_000_000_000;
-        match self.exchange.on_admit_response(&cfg, status, &body, now) {
+        let verdict = self.exchange.on_admit_response(&cfg, status, &body, now);
+        // Routing deferred to the admit answer may set a route header.
+        for (name, value) in self.exchange.take_upstream_headers() {
+            if let Err(e) = self.host.set_request_header(&name, &value) {
+                self.warn(&format!(
+                    "cannot set request header {name}: host status {}",
+                    e.0
+                ));
+            }
+        }
+        match verdict {
             AdmitVerdict::Continue => {
                 if let Err(e) = self.host.resume_request() {
                     self.warn(&format!("cannot resume request: host status {}", e.0));

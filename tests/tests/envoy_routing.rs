@@ -438,3 +438,77 @@ async fn cheap_first_cascade_escalates_a_refusal_and_meters_both_answers() {
         1
     );
 }
+
+/// Sum of a Prometheus counter in the service's `/metrics` text.
+fn metric_sum(text: &str, name: &str) -> f64 {
+    text.lines()
+        .filter(|l| l.starts_with(name) && l[name.len()..].starts_with(['{', ' ']))
+        .filter_map(|l| l.rsplit_once(' ')?.1.parse::<f64>().ok())
+        .sum()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn routing_can_use_the_cache_services_learned_complexity_score() {
+    use tollgate_tests::cache::{CacheOptions, CacheService};
+    let sim = sim::spawn(SimConfig::default()).await.unwrap();
+    let cache = CacheService::start(&CacheOptions {
+        config: json!({"complexity": {"trainAtStart": true}}),
+        ..CacheOptions::default()
+    })
+    .unwrap();
+    let mut opts = EnvoyOptions::new(sim.addr, true).config(json!({
+        "cache": {"cluster": "tollgate_cache", "timeoutMs": 2000},
+        "routing": {"complexitySource": "service", "rules": [{
+            "name": "easy-to-mini",
+            "match": {"models": ["gpt-4o"], "complexityBelow": 0.4},
+            "model": "gpt-4o-mini"
+        }]}
+    }));
+    opts.cache = cache.addr;
+    let envoy = Envoy::start(&opts).await.unwrap_or_else(|e| panic!("{e}"));
+    // The examples are embedded in the background at start (real ONNX model).
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(120);
+    while metric_sum(
+        &cache.metrics(),
+        "tollgate_complexity_training_seconds_count",
+    ) < 1.0
+    {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "classifier not trained in 120 s"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    }
+    let ask = |q: &str| json!({"model": "gpt-4o", "messages": [{"role": "user", "content": q}]});
+    let easy = post_with(
+        &envoy,
+        &ask("What is the capital of Portugal?"),
+        &[("cache-control", "no-store")],
+    )
+    .await;
+    assert_eq!(easy.status(), 200);
+    assert_eq!(h(&easy, "x-tollgate-model").as_deref(), Some("gpt-4o-mini"));
+    assert_eq!(
+        h(&easy, "x-tollgate-route-rule").as_deref(),
+        Some("easy-to-mini")
+    );
+    let hard = post_with(
+        &envoy,
+        &ask(
+            "Write a Python function that takes a list of intervals and merges all overlapping \
+             intervals, returning them sorted. Explain the time complexity.",
+        ),
+        &[("cache-control", "no-store")],
+    )
+    .await;
+    assert_eq!(hard.status(), 200);
+    assert_eq!(h(&hard, "x-tollgate-model").as_deref(), Some("gpt-4o"));
+    let reqs = sim.requests();
+    assert_eq!(reqs[0].body["model"], "gpt-4o-mini");
+    assert_eq!(reqs[1].body["model"], "gpt-4o");
+    // Both decisions were taken on the service's scores.
+    assert_eq!(
+        metric_sum(&cache.metrics(), "tollgate_complexity_scores_total"),
+        2.0
+    );
+}

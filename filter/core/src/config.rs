@@ -647,6 +647,12 @@ impl TryFrom<RawConfig> for Config {
             Some(r) => {
                 let p = crate::routing::RoutingPolicy::try_from(r)
                     .map_err(|e| format!("routing: {e}"))?;
+                if p.learned_complexity && raw.cache.is_none() {
+                    return Err(
+                        "routing.complexitySource \"service\" needs `cache` (the cache service scores the prompt)"
+                            .into(),
+                    );
+                }
                 Some(p)
             }
         };
@@ -796,6 +802,14 @@ mod tests {
                 "tenant.userSources",
             ),
             (r#"{"tenant": {"org": "a b"}}"#, "tenant.org"),
+            (
+                r#"{"routing": {"complexitySource": "service", "rules": [{"name": "r", "model": "m"}]}}"#,
+                "needs `cache`",
+            ),
+            (
+                r#"{"routing": {"complexitySource": "oracle", "rules": [{"name": "r", "model": "m"}]}}"#,
+                "unknown source",
+            ),
             (
                 r#"{"routing": {"attemptTimeoutMs": 5, "rules": [{"name": "r", "model": "m", "fallbacks": [{"model": "n"}]}]}}"#,
                 "attemptTimeoutMs",

@@ -408,6 +408,26 @@ struct Flight {
     body: Option<Vec<u8>>,
     /// What is needed to send the request again (the routing rule has fallbacks or a cascade).
     retry: Option<Box<Retry>>,
+    /// Routing waits for the cache service's learned complexity score.
+    deferred: Option<Box<DeferredRoute>>,
+}
+
+/// What routing looks at, kept until the admit call returns the learned complexity score.
+#[derive(Debug)]
+struct DeferredRoute {
+    path: String,
+    tenant: String,
+    /// The requested model.
+    model: String,
+    prompt_tokens: u64,
+    has_tools: bool,
+    has_images: bool,
+    /// The filter's own score, used when the service gives none.
+    heuristic: f32,
+    /// The final user turn (sent for scoring when the admit carries no cache query).
+    final_text: String,
+    json_requested: bool,
+    effective_max_tokens: Option<u64>,
 }
 
 /// A routing rule's fallback chain and cascade, and what a further attempt needs.
@@ -503,6 +523,7 @@ pub struct Exchange {
     /// Request headers kept for a further attempt (only when routing has retries).
     retry_headers: Vec<(String, String)>,
     retry_seed: Option<RetrySeed>,
+    deferred_route: Option<DeferredRoute>,
 }
 
 impl Exchange {
@@ -707,31 +728,12 @@ impl Exchange {
             budget: shaping,
             body: None,
             retry: None,
+            deferred: self.deferred_route.take().map(Box::new),
         };
         if let Some(seed) = self.retry_seed.take() {
-            let prices = seed
-                .chain
-                .targets
-                .iter()
-                .chain(seed.cascade.as_ref().map(|c| &c.strong))
-                .filter_map(|t| t.model.clone())
-                .map(|m| {
-                    let p = cfg.prices.lookup(&m).map(|(_, i)| i.price);
-                    (m, p)
-                })
-                .collect();
-            flight.retry = Some(Box::new(Retry {
-                chain: seed.chain,
-                cascade: seed.cascade,
-                tried: 0,
-                escalated: false,
-                body: new_body.clone().unwrap_or_else(|| body.clone()),
-                headers: std::mem::take(&mut self.retry_headers),
-                json_requested: seed.json_requested,
-                timeout_ms: seed.timeout_ms,
-                cheap: None,
-                prices,
-            }));
+            let headers = std::mem::take(&mut self.retry_headers);
+            let sent = new_body.clone().unwrap_or_else(|| body.clone());
+            flight.retry = Some(Box::new(make_retry(cfg, seed, sent, headers)));
         }
         let Some(cache_cfg) = &cfg.cache else {
             self.state = State::Upstream(Box::new(flight));
@@ -780,6 +782,18 @@ impl Exchange {
             ..AdmitRequest::default()
         };
         let mut admit = admit;
+        if let Some(d) = &flight.deferred {
+            admit.complexity = true;
+            if admit.cache.as_ref().is_none_or(|c| c.query.is_empty()) {
+                admit.complexity_query = Some(
+                    d.final_text
+                        .chars()
+                        .take(cache_cfg.max_query_chars)
+                        .collect(),
+                );
+            }
+            flight.body = Some(new_body.clone().unwrap_or_else(|| body.clone()));
+        }
         let wire_id = wire_identity(cfg, &flight.identity);
         flight.budget.identity = Some(wire_id.clone());
         admit.identity = Some(wire_id);
@@ -876,7 +890,21 @@ impl Exchange {
         }
         // 2. Routing.
         let mut routed = None;
-        if let Some(policy) = &cfg.routing {
+        if cfg.routing.as_ref().is_some_and(|p| p.defers_to_service()) && cfg.cache.is_some() {
+            let final_text = crate::complexity::final_user_text(api, &value);
+            self.deferred_route = Some(DeferredRoute {
+                path: route.to_string(),
+                tenant: tenant.to_string(),
+                model: req.model.clone(),
+                prompt_tokens: req.prompt_tokens,
+                has_tools: req.has_tools,
+                has_images: req.has_images,
+                heuristic: crate::complexity::score(&final_text, req.prompt_tokens),
+                final_text,
+                json_requested: json_requested(&value),
+                effective_max_tokens: decision.effective,
+            });
+        } else if let Some(policy) = &cfg.routing {
             let complexity = if policy.needs_complexity() {
                 crate::complexity::score(
                     &crate::complexity::final_user_text(api, &value),
@@ -1004,8 +1032,14 @@ impl Exchange {
                 let tenant = flight.identity.tenant.clone();
                 return AdmitVerdict::Reply(self.reject(api, &tenant, budget_unavailable(api)));
             }
+            // No learned score: route on the filter's own.
+            let rewrite = self.route_after_admit(cfg, &mut flight, None, None);
+            flight.body = None;
             self.state = State::Upstream(flight);
-            return AdmitVerdict::Continue;
+            return match rewrite {
+                Some(body) => AdmitVerdict::Rewrite { body },
+                None => AdmitVerdict::Continue,
+            };
         };
         let decision = response.cache;
         let mut rewrite = None;
@@ -1062,6 +1096,16 @@ impl Exchange {
                 BudgetVerdict::Allow => {}
             }
         }
+        // Deferred routing on the learned score (a budget downgrade has already chosen the model).
+        let mut routed_now = false;
+        if downgraded {
+            flight.deferred = None;
+        } else if let Some(b) =
+            self.route_after_admit(cfg, &mut flight, response.complexity, rewrite.as_deref())
+        {
+            rewrite = Some(b);
+            routed_now = true;
+        }
         if response.prefix_hot
             && flight.req.api.is_anthropic()
             && cfg.prefix.is_some()
@@ -1103,7 +1147,7 @@ impl Exchange {
                 });
                 // A downgraded request's answer must not be stored under the keys of the model
                 // the client asked for.
-                if decision.store && !downgraded {
+                if decision.store && !downgraded && !routed_now {
                     flight.store = flight.keys.take().map(|mut k| {
                         k.shadow_entry_id = decision.shadow_entry_id;
                         k.ttl_seconds = decision.ttl_seconds;
@@ -1120,6 +1164,76 @@ impl Exchange {
                 }
             }
         }
+    }
+
+    /// Routing deferred to the admit answer: decides on the learned score (`None`: the filter's
+    /// heuristic) and returns the rewritten body when the model changed. `current`: the body as
+    /// it stands (after a rewrite on this admit), else the kept one.
+    fn route_after_admit(
+        &mut self,
+        cfg: &Config,
+        flight: &mut Flight,
+        learned: Option<f32>,
+        current: Option<&[u8]>,
+    ) -> Option<Vec<u8>> {
+        let d = flight.deferred.take()?;
+        let policy = cfg.routing.as_ref()?;
+        let complexity = learned.unwrap_or(d.heuristic);
+        let decision = crate::routing::decide(
+            policy,
+            &crate::routing::RouteInput {
+                path: &d.path,
+                tenant: &d.tenant,
+                model: &d.model,
+                prompt_tokens: d.prompt_tokens,
+                has_tools: d.has_tools,
+                has_images: d.has_images,
+                complexity,
+            },
+        );
+        if let Some(h) = &decision.route_header {
+            self.upstream_headers.push(h.clone());
+        }
+        let base = current.or(flight.body.as_deref())?.to_vec();
+        if !decision.fallbacks.targets.is_empty() || decision.cascade.is_some() {
+            let seed = RetrySeed {
+                chain: decision.fallbacks.clone(),
+                cascade: decision.cascade.clone(),
+                json_requested: d.json_requested,
+                timeout_ms: policy.attempt_timeout_ms,
+            };
+            let headers = std::mem::take(&mut self.retry_headers);
+            flight.retry = Some(Box::new(make_retry(cfg, seed, base.clone(), headers)));
+        }
+        if !decision.model_changed {
+            return None;
+        }
+        let edit = crate::routing::model_edit(&decision)?;
+        let new = json::apply(&base, &[edit])?;
+        flight.budget.routing_saved_pico = crate::routing::estimate_savings(
+            &cfg.prices,
+            &d.model,
+            &decision.model,
+            d.prompt_tokens,
+            d.effective_max_tokens
+                .unwrap_or(policy.expected_output_tokens)
+                .min(policy.expected_output_tokens),
+        )
+        .map_or(0, |s| s.saved);
+        flight.budget.requested_model = Some(d.model.clone());
+        flight.budget.route = Some(format!(
+            "rule:{}",
+            decision.rule_name.clone().unwrap_or_default()
+        ));
+        flight.price = cfg
+            .prices
+            .lookup(&decision.model)
+            .map(|(_, info)| info.price);
+        flight.req.model = decision.model;
+        if let Some(r) = flight.retry.as_mut() {
+            r.body = new.clone();
+        }
+        Some(new)
     }
 
     fn hit(
@@ -1778,6 +1892,38 @@ fn budget_unavailable(api: Api) -> Rejection {
         ErrorKind::BudgetUnavailable,
         "the budget service is unavailable and budgets fail closed: retry shortly",
     )
+}
+
+/// A retry plan for a routing decision with fallbacks or a cascade.
+fn make_retry(
+    cfg: &Config,
+    seed: RetrySeed,
+    body: Vec<u8>,
+    headers: Vec<(String, String)>,
+) -> Retry {
+    let prices = seed
+        .chain
+        .targets
+        .iter()
+        .chain(seed.cascade.as_ref().map(|c| &c.strong))
+        .filter_map(|t| t.model.clone())
+        .map(|m| {
+            let p = cfg.prices.lookup(&m).map(|(_, i)| i.price);
+            (m, p)
+        })
+        .collect();
+    Retry {
+        chain: seed.chain,
+        cascade: seed.cascade,
+        tried: 0,
+        escalated: false,
+        body,
+        headers,
+        json_requested: seed.json_requested,
+        timeout_ms: seed.timeout_ms,
+        cheap: None,
+        prices,
+    }
 }
 
 /// The upstream failures a fallback chain reacts to. A 504 is what Envoy answers when the
@@ -3226,6 +3372,100 @@ mod tests {
             let o = x.take_outcome().unwrap();
             assert_eq!(o.status, 0);
             assert_eq!(o.budget.fallbacks.len(), 1);
+        }
+    }
+
+    mod learned_routing {
+        use super::*;
+        use tollgate_wire::admit::{AdmitResponse, CacheDecision};
+
+        fn cfg() -> Config {
+            Config::from_json(
+                br#"{"stopOnHeaders": true, "cache": {"cluster": "svc"},
+                     "routing": {"complexitySource": "service", "rules": [
+                       {"name": "easy-to-mini", "match": {"models": ["gpt-4o"], "complexityBelow": 0.4},
+                        "model": "gpt-4o-mini", "cluster": "cheap"}]}}"#,
+            )
+            .unwrap()
+        }
+
+        const BODY: &str = r#"{"model":"gpt-4o","messages":[{"role":"user","content":"What is the capital of France?"}]}"#;
+
+        fn admit(x: &mut Exchange, c: &Config) -> AdmitRequest {
+            let mut cache = CountCache::new(4, 1);
+            x.on_request_headers(c, "POST", "/v1/chat/completions", &h(&[]), false);
+            match x.on_request_body(c, &mut cache, BODY.len(), true, || {
+                Some(BODY.as_bytes().to_vec())
+            }) {
+                BodyVerdict::Admit { body, call } => {
+                    let sent = body.unwrap_or_else(|| BODY.as_bytes().to_vec());
+                    let v: serde_json::Value = serde_json::from_slice(&sent).unwrap();
+                    assert_eq!(v["model"], "gpt-4o", "not routed before the score is known");
+                    serde_json::from_slice(&call).unwrap()
+                }
+                other => panic!("{other:?}"),
+            }
+        }
+
+        fn answer(score: Option<f32>) -> Vec<u8> {
+            serde_json::to_vec(&AdmitResponse {
+                cache: CacheDecision::default(),
+                budget: None,
+                prefix_hot: false,
+                complexity: score,
+            })
+            .unwrap()
+        }
+
+        #[test]
+        fn the_learned_score_decides_the_route() {
+            let c = cfg();
+            // Low score: routed down once the service answered.
+            let mut x = Exchange::new();
+            let a = admit(&mut x, &c);
+            assert!(a.complexity);
+            assert!(x.take_upstream_headers().is_empty());
+            let AdmitVerdict::Rewrite { body } =
+                x.on_admit_response(&c, Some(200), &answer(Some(0.1)), 0)
+            else {
+                panic!()
+            };
+            let v: serde_json::Value = serde_json::from_slice(&body).unwrap();
+            assert_eq!(v["model"], "gpt-4o-mini");
+            assert_eq!(
+                x.take_upstream_headers(),
+                vec![("x-tollgate-route".to_string(), "cheap".to_string())]
+            );
+            let rh =
+                x.on_response_headers(&c, 200, &h(&[("content-type", "application/json")]), true);
+            assert_eq!(get(&rh.add, "x-tollgate-model"), Some("gpt-4o-mini"));
+            assert_eq!(get(&rh.add, "x-tollgate-route-rule"), Some("easy-to-mini"));
+            let o = x.take_outcome().unwrap();
+            assert_eq!(o.budget.requested_model.as_deref(), Some("gpt-4o"));
+            assert!(o.store.is_none());
+            // High score: stays.
+            let mut x = Exchange::new();
+            admit(&mut x, &c);
+            assert_eq!(
+                x.on_admit_response(&c, Some(200), &answer(Some(0.9)), 0),
+                AdmitVerdict::Continue
+            );
+            assert!(x.take_upstream_headers().is_empty());
+        }
+
+        #[test]
+        fn without_a_learned_score_the_heuristic_decides() {
+            let c = cfg();
+            // "What is the capital of France?" scores low on the heuristic.
+            for (status, body) in [(Some(200), answer(None)), (None, Vec::new())] {
+                let mut x = Exchange::new();
+                admit(&mut x, &c);
+                let v = x.on_admit_response(&c, status, &body, 0);
+                let AdmitVerdict::Rewrite { body } = v else {
+                    panic!("{status:?}: {v:?}")
+                };
+                assert!(String::from_utf8(body).unwrap().contains("gpt-4o-mini"));
+            }
         }
     }
 }

@@ -48,6 +48,11 @@ pub struct RawRouting {
     /// Time allowed for each fallback or cascade attempt, in ms.
     #[serde(default)]
     pub attempt_timeout_ms: Option<u64>,
+    /// Where the complexity score of `complexityBelow`/`complexityAbove` comes from: `heuristic`
+    /// (the filter's own, default) or `service` (the cache service's learned classifier, asked
+    /// on admit; needs `cache`; the heuristic stands in when the service gives no score).
+    #[serde(default)]
+    pub complexity_source: Option<String>,
     #[serde(default)]
     pub rules: Vec<RawRule>,
 }
@@ -205,6 +210,9 @@ pub struct RoutingPolicy {
     pub expected_output_tokens: u64,
     /// Time allowed for each fallback or cascade attempt, in ms.
     pub attempt_timeout_ms: u64,
+    /// Complexity from the cache service's learned classifier (routing then happens once the
+    /// admit call answered).
+    pub learned_complexity: bool,
     pub rules: Vec<Rule>,
 }
 
@@ -214,6 +222,7 @@ impl Default for RoutingPolicy {
             route_header: DEFAULT_ROUTE_HEADER.to_string(),
             expected_output_tokens: DEFAULT_EXPECTED_OUTPUT_TOKENS,
             attempt_timeout_ms: DEFAULT_ATTEMPT_TIMEOUT_MS,
+            learned_complexity: false,
             rules: Vec::new(),
         }
     }
@@ -447,6 +456,15 @@ impl TryFrom<RawRouting> for RoutingPolicy {
                 "routing.attemptTimeoutMs must be between 100 and 3600000, got {attempt_timeout_ms}"
             ));
         }
+        let learned_complexity = match raw.complexity_source.as_deref() {
+            None | Some("heuristic") => false,
+            Some("service") => true,
+            Some(other) => {
+                return Err(format!(
+                    "routing.complexitySource: unknown source {other:?} (heuristic, service)"
+                ));
+            }
+        };
         let mut rules: Vec<Rule> = Vec::with_capacity(raw.rules.len());
         for r in &raw.rules {
             if rules.iter().any(|x| x.name == r.name) {
@@ -458,6 +476,7 @@ impl TryFrom<RawRouting> for RoutingPolicy {
             route_header,
             expected_output_tokens,
             attempt_timeout_ms,
+            learned_complexity,
             rules,
         })
     }
@@ -476,6 +495,11 @@ impl RoutingPolicy {
         self.rules
             .iter()
             .any(|r| !r.fallbacks.targets.is_empty() || r.cascade.is_some())
+    }
+
+    /// Whether routing waits for the cache service's learned complexity score.
+    pub fn defers_to_service(&self) -> bool {
+        self.learned_complexity && self.needs_complexity()
     }
 
     /// Whether any rule looks at the complexity score (else the caller may skip computing it).
