@@ -8,6 +8,7 @@
 //! | `{p}:e:{id}` | hash | `v`: encoded entry ([`codec`]); `x`, `t`, `m`: its exact, tenant and model hashes |
 //! | `{p}:x:{hash(tenant, exact_key)}` | string | id (exact lookups) |
 //! | `{p}:by_time` | sorted set | id scored by `created_at` (eviction, scan, count) |
+//! | `{p}:by_id` | sorted set | ids zero-padded to 20 digits, all scored 0: id order by lex range (paged rebuilds) |
 //! | `{p}:t:{hash(tenant)}` | set | ids of the tenant (invalidation) |
 //! | `{p}:m:{hash(model)}` | set | ids of the model (invalidation) |
 //! | `{p}:events` | stream | every change, trimmed to about [`RedisOptions::events_maxlen`] |
@@ -45,9 +46,13 @@ use crate::model::{Entry, InvalidateFilter, StoreEvent};
 
 /// Removes one entry and its index rows (shared by the scripts below).
 const LUA_REMOVE: &str = r"
+local function padded(id)
+  return string.rep('0', 20 - #id) .. id
+end
 local function remove(p, id)
   local ek = p .. ':e:' .. id
   redis.call('ZREM', p .. ':by_time', id)
+  redis.call('ZREM', p .. ':by_id', padded(id))
   local old = redis.call('HMGET', ek, 'x', 't', 'm')
   if not old[1] then return false end
   local xk = p .. ':x:' .. old[1]
@@ -66,6 +71,7 @@ remove(p, id)
 redis.call('HSET', p .. ':e:' .. id, 'v', ARGV[4], 'x', ARGV[5], 't', ARGV[6], 'm', ARGV[7])
 redis.call('SET', p .. ':x:' .. ARGV[5], id)
 redis.call('ZADD', p .. ':by_time', ARGV[8], id)
+redis.call('ZADD', p .. ':by_id', 0, padded(id))
 redis.call('SADD', p .. ':t:' .. ARGV[6], id)
 redis.call('SADD', p .. ':m:' .. ARGV[7], id)
 redis.call('XADD', p .. ':events', 'MAXLEN', '~', ARGV[2], '*', 'k', 'p', 'v', id)
@@ -234,6 +240,9 @@ impl RedisStore {
                 .map_err(unavailable)?;
         warn_on_risky_config(&mut conn).await;
         let prefix = opts.namespace.clone();
+        backfill_id_index(&mut conn, &prefix, opts.batch.max(1))
+            .await
+            .map_err(unavailable)?;
         let stream = format!("{prefix}:events");
         // Position at connect time: events written from now on are delivered.
         let start = stream_info(&mut conn, &stream).await.map_err(unavailable)?;
@@ -333,6 +342,54 @@ async fn warn_on_risky_config(conn: &mut ConnectionManager) {
             policy = get("maxmemory-policy"),
             "redis store: Redis may evict single cache keys; prefer noeviction and the service's own size limit"
         );
+    }
+}
+
+/// The `{p}:by_id` member of an id: zero-padded so lexical order is numeric order.
+fn padded_id(id: u64) -> String {
+    format!("{id:020}")
+}
+
+/// Stores written before `{p}:by_id` existed get it built from `{p}:by_time` (idempotent; a
+/// concurrent writer adds its own ids to both).
+async fn backfill_id_index(
+    conn: &mut ConnectionManager,
+    prefix: &str,
+    batch: usize,
+) -> redis::RedisResult<()> {
+    let by_time = format!("{prefix}:by_time");
+    let by_id = format!("{prefix}:by_id");
+    let (n_time, n_id): (u64, u64) = redis::pipe()
+        .zcard(&by_time)
+        .zcard(&by_id)
+        .query_async(conn)
+        .await?;
+    if n_id >= n_time {
+        return Ok(());
+    }
+    tracing::info!(entries = n_time, "redis store: building the id index");
+    let mut cursor = 0u64;
+    loop {
+        let (next, flat): (u64, Vec<String>) = redis::cmd("ZSCAN")
+            .arg(&by_time)
+            .arg(cursor)
+            .arg("COUNT")
+            .arg(batch)
+            .query_async(conn)
+            .await?;
+        let members: Vec<(u8, String)> = flat
+            .iter()
+            .step_by(2)
+            .filter_map(|s| s.parse::<u64>().ok())
+            .map(|id| (0u8, padded_id(id)))
+            .collect();
+        if !members.is_empty() {
+            let _: () = conn.zadd_multiple(&by_id, &members).await?;
+        }
+        if next == 0 {
+            return Ok(());
+        }
+        cursor = next;
     }
 }
 
@@ -486,6 +543,49 @@ impl Store for RedisStore {
             cursor = next;
         }
         Ok(out)
+    }
+
+    /// One page in id order from `{p}:by_id` (`ZRANGEBYLEX`): a rebuild holds one page, not
+    /// the whole store. Entries deleted between the index read and the fetch are skipped and
+    /// the page is topped up, so a short page still means the end.
+    async fn scan_page(&self, after: Option<u64>, limit: usize) -> Result<Vec<Entry>, StoreError> {
+        let key = &format!("{}:by_id", self.prefix);
+        let limit = limit.max(1);
+        let mut page: Vec<Entry> = Vec::new();
+        let mut after = after;
+        loop {
+            let min = match after {
+                None => "-".to_string(),
+                Some(u64::MAX) => break,
+                Some(a) => format!("({}", padded_id(a)),
+            };
+            let (min, want) = (&min, limit - page.len());
+            let members: Vec<String> = self
+                .run(|mut c| async move {
+                    redis::cmd("ZRANGEBYLEX")
+                        .arg(key)
+                        .arg(min)
+                        .arg("+")
+                        .arg("LIMIT")
+                        .arg(0)
+                        .arg(want)
+                        .query_async(&mut c)
+                        .await
+                })
+                .await?;
+            let ids: &[u64] = &members
+                .iter()
+                .filter_map(|m| m.parse::<u64>().ok())
+                .collect::<Vec<u64>>();
+            let prefix = &self.prefix;
+            page.extend(self.run(|c| fetch_entries(c, prefix, ids)).await?);
+            if members.len() < want || page.len() >= limit {
+                break;
+            }
+            after = ids.last().copied();
+        }
+        page.sort_unstable_by_key(|e| e.id);
+        Ok(page)
     }
 
     async fn len(&self) -> Result<u64, StoreError> {
