@@ -791,7 +791,8 @@ async fn embedded_acknowledged_settles_survive_a_crash() {
         .spawn()
         .unwrap();
     let mut acked = None;
-    for line in std::io::BufReader::new(child.stdout.take().unwrap()).lines() {
+    let mut lines = std::io::BufReader::new(child.stdout.take().unwrap()).lines();
+    for line in lines.by_ref() {
         if let Some(i) = line.unwrap().strip_prefix("settled ") {
             let i: u64 = i.parse().unwrap();
             acked = Some(i);
@@ -802,6 +803,12 @@ async fn embedded_acknowledged_settles_survive_a_crash() {
     }
     child.kill().unwrap(); // SIGKILL, mid-write
     child.wait().unwrap();
+    // Settles the child acknowledged after the line above, before the kill landed.
+    for line in lines.map_while(Result::ok) {
+        if let Some(i) = line.strip_prefix("settled ").and_then(|i| i.parse().ok()) {
+            acked = Some(i);
+        }
+    }
     let acked = acked.expect("child settled nothing");
     let b = embedded(&path).await;
     let u = usage_of(&b, "t", "team:search", t0()).await;
