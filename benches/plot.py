@@ -14,6 +14,7 @@ file) and draws PNGs into benches/results/plots/:
     semantic.png  semantic hit rate vs false hits per threshold, cosine alone vs with guards
                   (semantic.md)
     budgets.png   budget admit p99 by backend, scopes and concurrency (budgets.md)
+    savings.png   cost of the complexity-routing replay by policy (savings.md)
 
 Tables are found by their header row, so prose edits around them do not matter; a table that
 is missing or changed shape stops the script with the file and header it looked for.
@@ -66,6 +67,14 @@ def find(path, *columns, section=None):
         raise SystemExit(f"{path.relative_to(ROOT)}: no table with columns {columns}"
                          + (f" under '{section}'" if section else ""))
     return found
+
+
+def column(header, prefix):
+    """Index of the first column whose name starts with `prefix`."""
+    for i, name in enumerate(header):
+        if name.startswith(prefix):
+            return i
+    raise SystemExit(f"no column starting with {prefix!r} in {header}")
 
 
 def plain(cell):
@@ -157,6 +166,25 @@ def extract():
                      "admit_p99_ms": p99[0], "admit_p99_runs_ms": p99[1:3] if len(p99) >= 3 else None,
                      "errors": errors})
     data["budgets"] = {"source": "benches/results/budgets.md", "table": t["section"], "rows": rows}
+
+    src = RESULTS / "savings.md"
+    runs = [t for t in tables(src) if t["header"][:1] == ["run"] and any(h.startswith("cost") for h in t["header"])]
+    pols = [t for t in tables(src) if t["header"][:1] == ["policy"] and any(h.startswith("cost") for h in t["header"])]
+    if not runs or not pols:
+        raise SystemExit(f"{src.relative_to(ROOT)}: no 'run' / 'policy' cost tables")
+    rows = []
+    for t in runs + pols:
+        h = t["header"]
+        cost = column(h, "cost")
+        down = next((i for i, n in enumerate(h) if n.startswith("complex prompts routed down")), None)
+        routed = next((i for i, n in enumerate(h) if n.startswith("routed down")), None)
+        saved = next((i for i, n in enumerate(h) if n.startswith("saved") or n.startswith("vs ")), None)
+        for r in t["rows"]:
+            rows.append({"name": plain(r[0]), "kind": h[0], "cost_usd": number(r[cost]),
+                         "saved": plain(r[saved]).lstrip("−-") if saved is not None and number(r[saved]) else None,
+                         "routed_down": plain(r[routed]) if routed is not None else None,
+                         "complex_routed_down": plain(r[down]) if down is not None else None})
+    data["savings"] = {"source": "benches/results/savings.md", "rows": rows}
     return data
 
 
@@ -359,6 +387,33 @@ def plot_budgets(plt, d, out):
     plt.close(fig)
 
 
+def plot_savings(plt, d, out):
+    rows = d["rows"]
+    base = next(r for r in rows if r["kind"] == "run" and "no routing" in r["name"])["cost_usd"]
+    fig, ax = plt.subplots(figsize=(11, 0.55 * len(rows) + 1.6))
+    names = [r["name"] for r in rows]
+    colors = [COLORS["base"] if r["kind"] == "run" else COLORS["tollgate"] for r in rows]
+    ys = list(range(len(rows)))[::-1]
+    ax.barh(ys, [r["cost_usd"] for r in rows], color=colors, height=0.6)
+    for y, r in zip(ys, rows):
+        note = f"${r['cost_usd']:.4f}"
+        if r["saved"]:
+            note += f"  ({r['saved']} saved)"
+        if r["complex_routed_down"]:
+            note += f"  · complex prompts routed down: {r['complex_routed_down']}"
+        ax.annotate(note, (r["cost_usd"], y), va="center", fontsize=8.5, xytext=(4, 0), textcoords="offset points")
+    ax.set_yticks(ys, [n if len(n) <= 70 else n[:67] + "…" for n in names], fontsize=8.5)
+    ax.set_xlim(0, base * 1.75)
+    ax.set_xlabel("cost of the replay, USD (155 held-out prompts, all asking for gpt-4o)")
+    ax.set_title("Complexity routing: replay cost by policy")
+    ax.grid(axis="y", visible=False)
+    footer(fig, f"Source: {d['source']} — grey: measured runs (no routing, all gpt-4o-mini); blue: policies "
+                "(see savings.md for which rows were replayed and which costed offline).")
+    fig.tight_layout(rect=(0, 0.05, 1, 1))
+    fig.savefig(out / "savings.png")
+    plt.close(fig)
+
+
 def main(argv=None):
     ap = argparse.ArgumentParser(description="Plots of benches/results/*.md")
     ap.add_argument("--out", type=pathlib.Path, default=OUT, help="directory for the PNGs")
@@ -373,7 +428,8 @@ def main(argv=None):
     plot_cache(plt, data["cache_admit"], data["cache_e2e"], args.out)
     plot_semantic(plt, data["semantic"], args.out)
     plot_budgets(plt, data["budgets"], args.out)
-    for name in ("load", "cache", "semantic", "budgets"):
+    plot_savings(plt, data["savings"], args.out)
+    for name in ("load", "cache", "semantic", "budgets", "savings"):
         print(args.out / f"{name}.png")
     return 0
 
