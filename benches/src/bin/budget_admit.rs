@@ -6,7 +6,8 @@
 //! (`org:acme`, daily, 9M USD) and one per-user budget (`user:*`, daily, 1M USD), so every
 //! request reserves in 3 windows and none is rejected. Requests pick a team uniformly from the N
 //! and one of its 4 users (4N user windows), org `acme`, no API key. Wall-clock `now_ms`, default
-//! `BudgetOptions` (definitions cached 1 s, then re-read from the store), and the service's
+//! `BudgetOptions` (definitions cached 1 s, then refreshed by one task: a version check, and a
+//! full read only if they changed or every 60 s), and the service's
 //! sweeper every 5 s, as in the service.
 //!
 //! Workloads, on the default multi-thread tokio runtime (one worker per core):
@@ -284,6 +285,8 @@ struct Run {
     drain: Duration,
     stalls: Vec<(u64, Duration)>,
     duplicates: u64,
+    /// Definitions refreshes during the run: full reads, version-only checks.
+    defs_reads: (u64, u64),
     load_start: f64,
     load_end: f64,
 }
@@ -479,7 +482,8 @@ fn p4(p: &Pct) -> String {
 fn print_run(r: &Run) {
     eprintln!(
         "  run {} {} N={} c={} {}: {} ops, {} errors, {:.0}/s; admit {}; settle {}; pair {} \
-         (ms p50/p99/p999/max); drain {} ms; load {:.2}->{:.2}; {} duplicate settles; {} admits > {} ms{}",
+         (ms p50/p99/p999/max); drain {} ms; load {:.2}->{:.2}; {} duplicate settles; \
+         definitions read {} times in full, version checked {} times; {} admits > {} ms{}",
         r.run,
         r.backend,
         r.scopes,
@@ -495,6 +499,8 @@ fn print_run(r: &Run) {
         r.load_start,
         r.load_end,
         r.duplicates,
+        r.defs_reads.0,
+        r.defs_reads.1,
         r.stalls.len(),
         STALL.as_millis(),
         if r.stalls.is_empty() {
@@ -570,6 +576,7 @@ async fn bench_backend(backend: &str, a: &Args, runs: &mut Vec<Run>, setup: &mut
                 STALLS.lock().unwrap().clear();
                 DUPLICATES.store(0, Ordering::Relaxed);
                 let load_start = load1();
+                let reads_before = b.definition_reads();
                 let seed = (run * 100 + mi) as u64;
                 let (per_s, (admit, settle, pair, errors)) = match mode {
                     Mode::Admit(c) => closed(&b, scopes, c, false, a.secs, seed).await,
@@ -577,6 +584,11 @@ async fn bench_backend(backend: &str, a: &Args, runs: &mut Vec<Run>, setup: &mut
                     Mode::Open(r) => open_loop(&b, scopes, r, a.secs, seed).await,
                 };
                 let load_end = load1();
+                let reads = b.definition_reads();
+                let defs_reads = (
+                    reads.full - reads_before.full,
+                    reads.version_checks - reads_before.version_checks,
+                );
                 // A settle is durable and queued behind every earlier write: when it returns, the
                 // embedded writer has caught up. (Not a definition write: that would empty the
                 // definitions cache.)
@@ -599,6 +611,7 @@ async fn bench_backend(backend: &str, a: &Args, runs: &mut Vec<Run>, setup: &mut
                     drain,
                     stalls: std::mem::take(&mut *STALLS.lock().unwrap()),
                     duplicates: DUPLICATES.swap(0, Ordering::Relaxed),
+                    defs_reads,
                     load_start,
                     load_end,
                 };
