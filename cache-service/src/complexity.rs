@@ -210,17 +210,28 @@ impl Knn {
         Some((num / den).clamp(0.0, 1.0))
     }
 
+    /// Each example's score by its `k` nearest other examples (leave-one-out).
+    pub fn leave_one_out_scores(&self, k: usize) -> Vec<f32> {
+        self.vectors
+            .chunks_exact(self.dim)
+            .enumerate()
+            .map(|(i, row)| self.score_with(row, k, Some(i)).unwrap_or(0.0))
+            .collect()
+    }
+
+    /// Accuracy of leave-one-out `scores` ([`Knn::leave_one_out_scores`]) at `threshold`.
+    pub fn accuracy_at(&self, scores: &[f32], threshold: f32) -> f32 {
+        let right = scores
+            .iter()
+            .zip(&self.complex)
+            .filter(|(s, c)| (**s >= threshold) == **c)
+            .count();
+        right as f32 / self.len().max(1) as f32
+    }
+
     /// Leave-one-out accuracy of `k` on the index itself, at `threshold`.
     pub fn leave_one_out_accuracy(&self, k: usize, threshold: f32) -> f32 {
-        let mut right = 0usize;
-        for (i, row) in self.vectors.chunks_exact(self.dim).enumerate() {
-            if let Some(s) = self.score_with(row, k, Some(i))
-                && (s >= threshold) == self.complex[i]
-            {
-                right += 1;
-            }
-        }
-        right as f32 / self.len().max(1) as f32
+        self.accuracy_at(&self.leave_one_out_scores(k), threshold)
     }
 }
 
