@@ -191,14 +191,21 @@ fn valid_namespace(ns: &str) -> bool {
             .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'.' | b'-'))
 }
 
+/// Bucket length (s) and number of buckets of a shared window: 1 s buckets up to 60 s, then
+/// at most [`SHARED_MAX_BUCKETS`] buckets covering at least the window.
+fn bucketing(window_seconds: u64) -> (u64, u64) {
+    let bucket_s = window_seconds.div_ceil(SHARED_MAX_BUCKETS).max(1);
+    (bucket_s, window_seconds.div_ceil(bucket_s).max(1))
+}
+
 impl SharedWindow {
     fn new(conn: ConnectionManager, namespace: &str, window_seconds: u64) -> Self {
-        let bucket_s = window_seconds.div_ceil(SHARED_MAX_BUCKETS).max(1);
+        let (bucket_s, buckets) = bucketing(window_seconds);
         SharedWindow {
             conn,
             prefix: format!("{namespace}:b:brk:{bucket_s}:"),
             bucket_s,
-            buckets: window_seconds.div_ceil(bucket_s).max(1),
+            buckets,
             refresh_ms: SHARED_REFRESH_MS,
             copy: Mutex::new(SumCopy::default()),
             refreshing: AtomicBool::new(false),
@@ -490,6 +497,24 @@ mod tests {
                 model: "gpt-4o-mini".into()
             }
         );
+    }
+
+    #[test]
+    fn shared_windows_read_at_most_60_buckets_covering_the_window() {
+        assert_eq!(bucketing(1), (1, 1));
+        assert_eq!(bucketing(2), (1, 2));
+        assert_eq!(bucketing(60), (1, 60));
+        assert_eq!(bucketing(61), (2, 31));
+        assert_eq!(bucketing(3600), (60, 60));
+        assert_eq!(bucketing(86_400), (1440, 60));
+        for w in 1..=4000 {
+            let (b, n) = bucketing(w);
+            assert!(
+                n <= SHARED_MAX_BUCKETS && b * n >= w && b * (n - 1) < w,
+                "{w}"
+            );
+        }
+        assert!(valid_namespace("tollgate") && !valid_namespace("a:b") && !valid_namespace(""));
     }
 
     #[test]

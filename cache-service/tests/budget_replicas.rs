@@ -257,9 +257,25 @@ async fn spend_settled_through_one_replica_trips_the_breaker_on_the_other() {
         "closed after {closed_after:?}: before the window passed"
     );
     assert_eq!(verdict(&admit(&a, "search").await).0, BudgetVerdict::Allow);
-    // Most admits used B's copy of the window: far fewer Redis reads than admits.
+    // B read the shared window when its copy was due, not on every admit.
     let reads = b.breaker.as_ref().unwrap().shared_reads();
     assert!(reads >= 2, "{reads}");
+
+    // The window's keys: namespaced, no team or org in them, and they expire.
+    let client = redis::Client::open(server.url()).unwrap();
+    let mut c = client.get_multiplexed_async_connection().await.unwrap();
+    let keys: Vec<String> = redis::cmd("KEYS")
+        .arg("replicas:b:brk:*")
+        .query_async(&mut c)
+        .await
+        .unwrap();
+    assert!(!keys.is_empty());
+    for k in &keys {
+        assert!(k.starts_with("replicas:b:brk:1:"), "{k}");
+        assert!(!k.contains("search") && !k.contains("acme"), "{k}");
+        let ttl: i64 = redis::cmd("PTTL").arg(k).query_async(&mut c).await.unwrap();
+        assert!(ttl > 0 && ttl <= 63_000, "{k}: ttl {ttl}");
+    }
 }
 
 fn team_budget(id: &str, team: &str, limit_usd: f64) -> BudgetDef {
