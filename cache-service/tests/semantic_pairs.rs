@@ -24,6 +24,18 @@ const OTHER_KINDS: &[&str] = &[
     "unrelated",
 ];
 
+/// Every pairs file (`sources/` excepted: `dev` and `test` are its split).
+const FILES: &[&str] = &[
+    "dev.jsonl",
+    "test.jsonl",
+    "holdout.jsonl",
+    "holdout2.jsonl",
+    "holdout3.jsonl",
+];
+
+/// The sets written after a version of the guards, each evaluated once while unseen.
+const HOLDOUTS: &[&str] = &["holdout.jsonl", "holdout2.jsonl", "holdout3.jsonl"];
+
 fn dir() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("data/pairs")
 }
@@ -45,7 +57,7 @@ fn s<'a>(v: &'a Value, k: &str) -> &'a str {
 #[test]
 fn pairs_are_well_formed_and_labels_match_kinds() {
     let mut ids = HashSet::new();
-    for name in ["dev.jsonl", "test.jsonl", "holdout.jsonl", "holdout2.jsonl"] {
+    for &name in FILES {
         for p in load(name) {
             let (a, b, kind) = (s(&p, "a"), s(&p, "b"), s(&p, "kind"));
             let same = p["same"].as_bool().unwrap();
@@ -64,6 +76,7 @@ fn pairs_are_well_formed_and_labels_match_kinds() {
             match name {
                 "holdout.jsonl" => assert_eq!(source, "tollgate-holdout", "{p}"),
                 "holdout2.jsonl" => assert_eq!(source, "tollgate-holdout2", "{p}"),
+                "holdout3.jsonl" => assert_eq!(source, "tollgate-holdout3", "{p}"),
                 _ => assert!(matches!(source, "fow-cache" | "tollgate"), "{p}"),
             }
             assert!(
@@ -109,6 +122,24 @@ fn enough_pairs_balanced_with_hard_negatives() {
 }
 
 #[test]
+fn holdouts_are_half_true_duplicates_with_every_kind() {
+    for &name in HOLDOUTS {
+        let rows = load(name);
+        let same = rows.iter().filter(|p| p["same"].as_bool().unwrap()).count();
+        assert_eq!(
+            same * 2,
+            rows.len(),
+            "{name}: {same} of {} same",
+            rows.len()
+        );
+        let kinds: HashSet<&str> = rows.iter().map(|p| s(p, "kind")).collect();
+        for k in SAME_KINDS.iter().chain(OTHER_KINDS) {
+            assert!(kinds.contains(k), "{name}: no `{k}` pair");
+        }
+    }
+}
+
+#[test]
 fn split_follows_the_documented_rule() {
     // Within each (source, kind) group, ordered by SHA-256 of the id: first half dev, rest test.
     let mut groups: BTreeMap<(String, String), Vec<Value>> = BTreeMap::new();
@@ -147,7 +178,7 @@ fn no_pair_is_in_two_files() {
         if a < b { (a, b) } else { (b, a) }
     };
     let mut seen: std::collections::HashMap<(String, String), &str> = Default::default();
-    for name in ["dev.jsonl", "test.jsonl", "holdout.jsonl", "holdout2.jsonl"] {
+    for &name in FILES {
         for p in load(name) {
             if let Some(other) = seen.insert(key(&p), name) {
                 panic!("in {other} and {name}: {p}");
