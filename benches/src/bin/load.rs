@@ -1,8 +1,8 @@
 //! Envoy with the Tollgate filter vs Envoy without it, under `wrk`, in one run on one machine.
 //!
 //! For each prompt size (distinct prompts, mixed prose/code/languages from the tokenizer corpus)
-//! it starts a fast fixed-response upstream, then Envoy without and with the filter (1 worker,
-//! `stopOnHeaders`), measures startup (spawn -> ready and accepting) and RSS, warms up, and runs
+//! it starts a fast fixed-response upstream, then Envoy without the filter, with it (defaults) and
+//! with it and `stopOnHeaders` (1 worker), measures startup (spawn -> ready and accepting) and RSS, warms up, and runs
 //! `wrk` with a Lua script that cycles through pre-generated distinct bodies. Prints a Markdown
 //! table and writes it to `benches/results/load.md`.
 //!
@@ -229,8 +229,8 @@ struct Run {
     cpu_us_per_req: f64,
 }
 
-async fn measure(up: SocketAddr, with_filter: bool, script: &Path, a: &Args) -> Run {
-    let stop = std::env::var("LOAD_STOP").map_or(true, |v| v != "0");
+/// `stop`: the filter's `stopOnHeaders` (and Envoy's `allow_on_headers_stop_iteration`).
+async fn measure(up: SocketAddr, with_filter: bool, stop: bool, script: &Path, a: &Args) -> Run {
     let mut cfg = json!({ "stopOnHeaders": stop, "metrics": {"flushIntervalMs": 1000} });
     // LOAD_CONFIG: a JSON object merged into the plugin config (objects merged one level deep),
     // to measure what a setting costs, e.g. '{"metrics": {"accessLog": false}}'.
@@ -320,7 +320,7 @@ async fn main() {
     let mut md = String::new();
     let _ = writeln!(
         md,
-        "Envoy 1.40 ({} worker), wrk -t1 -c{} -d{}s, every prompt distinct (a counter in the user turn), fixed-response upstream, `stopOnHeaders` on; median of {} runs.\n",
+        "Envoy 1.40 ({} worker), wrk -t1 -c{} -d{}s, every prompt distinct (a counter in the user turn), fixed-response upstream; the filter with its defaults (metering, governance, metrics, access-log properties) and with `stopOnHeaders` (request headers held until the body is decided, JSON responses held so usage headers can be set); median of {} runs.\n",
         a.workers, a.connections, a.duration, a.repeat
     );
     let _ = writeln!(
@@ -338,14 +338,20 @@ async fn main() {
         let file = dir.join(format!("bodies-{size}.jsonl"));
         std::fs::write(&file, bodies.join("\n")).expect("write bodies");
         let script = lua_script(&dir, &file);
-        let (mut bases, mut withs) = (Vec::new(), Vec::new());
+        let (mut bases, mut defaults, mut stops) = (Vec::new(), Vec::new(), Vec::new());
         for _ in 0..a.repeat.max(1) {
-            bases.push(measure(up, false, &script, &a).await);
-            withs.push(measure(up, true, &script, &a).await);
+            bases.push(measure(up, false, false, &script, &a).await);
+            defaults.push(measure(up, true, false, &script, &a).await);
+            stops.push(measure(up, true, true, &script, &a).await);
         }
         let base = median(bases);
-        let with = median(withs);
-        for (name, r) in [("no filter", &base), ("Tollgate", &with)] {
+        let with = median(defaults);
+        let stop = median(stops);
+        for (name, r) in [
+            ("no filter", &base),
+            ("Tollgate, defaults", &with),
+            ("Tollgate, stopOnHeaders", &stop),
+        ] {
             let _ = writeln!(
                 md,
                 "| {} KB {mix} | {name} | {:.0} | {:.2} | {:.2} | {} | {:.1} | {} | {:.1} |",
@@ -359,18 +365,20 @@ async fn main() {
                 r.cpu_us_per_req
             );
         }
-        let _ = writeln!(
-            summary,
-            "- {} KB {mix}: throughput ratio **{:.0}%** (Envoy CPU per request: {:.0}% of no-filter's, +{:.1} µs), added latency p50 {:+.2} ms, p99 {:+.2} ms; RSS +{:.1} MiB; ready in {} ms with the filter",
-            size / 1024,
-            100.0 * with.wrk.rps / base.wrk.rps,
-            100.0 * base.cpu_us_per_req / with.cpu_us_per_req.max(f64::MIN_POSITIVE),
-            with.cpu_us_per_req - base.cpu_us_per_req,
-            with.wrk.p50_ms - base.wrk.p50_ms,
-            with.wrk.p99_ms - base.wrk.p99_ms,
-            with.rss_mib - base.rss_mib,
-            with.startup.as_millis()
-        );
+        for (label, w) in [("defaults", &with), ("stopOnHeaders", &stop)] {
+            let _ = writeln!(
+                summary,
+                "- {} KB {mix}, {label}: throughput ratio **{:.0}%** (Envoy CPU per request: {:.0}% of no-filter's, +{:.1} µs), added latency p50 {:+.2} ms, p99 {:+.2} ms; RSS +{:.1} MiB; ready in {} ms with the filter",
+                size / 1024,
+                100.0 * w.wrk.rps / base.wrk.rps,
+                100.0 * base.cpu_us_per_req / w.cpu_us_per_req.max(f64::MIN_POSITIVE),
+                w.cpu_us_per_req - base.cpu_us_per_req,
+                w.wrk.p50_ms - base.wrk.p50_ms,
+                w.wrk.p99_ms - base.wrk.p99_ms,
+                w.rss_mib - base.rss_mib,
+                w.startup.as_millis()
+            );
+        }
     }
     md.push('\n');
     md.push_str(&summary);
