@@ -33,6 +33,7 @@ use tollgate_cache_service::complexity::{
     Classifier, DEFAULT_EXAMPLES, DEFAULT_K, Example, Label, SUGGESTED_THRESHOLD, parse_examples,
 };
 use tollgate_cache_service::embed::{Embedder, OnnxConfig, OnnxEmbedder};
+use tollgate_tests::cache::{CacheOptions, CacheService};
 use tollgate_tests::harness::{Envoy, EnvoyOptions, workspace_root};
 use tollgate_tests::sim::{self, SimConfig};
 
@@ -85,11 +86,20 @@ struct Answer {
     completion_tokens: u64,
 }
 
-/// Replays every prompt once through a fresh Envoy with `config`.
-async fn replay(config: Value, prompts: &[Example], a: &Args) -> Vec<Answer> {
+/// Replays every prompt once through a fresh Envoy with `config` (and the cache service at
+/// `cache`, asked neither to look up nor to store: `cache-control: no-cache, no-store`).
+async fn replay(
+    config: Value,
+    prompts: &[Example],
+    a: &Args,
+    cache: Option<std::net::SocketAddr>,
+) -> Vec<Answer> {
     let sim = sim::spawn(SimConfig::default()).await.unwrap();
     let mut opts = EnvoyOptions::new(sim.addr, true).config(config);
     opts.log_level = "warning";
+    if let Some(addr) = cache {
+        opts.cache = addr;
+    }
     let envoy = Envoy::start(&opts).await.unwrap_or_else(|e| panic!("{e}"));
     let client = reqwest::Client::new();
     let mut out = Vec::with_capacity(prompts.len());
@@ -105,6 +115,7 @@ async fn replay(config: Value, prompts: &[Example], a: &Args) -> Vec<Answer> {
             .header("content-type", "application/json")
             .header("x-tollgate-tenant", "bench")
             .header("x-sim-completion-tokens", tokens.to_string())
+            .header("cache-control", "no-cache, no-store")
             .body(body.to_string())
             .send()
             .await
@@ -174,30 +185,75 @@ async fn main() {
         "match": {"models": ["gpt-4o"], "maxPromptTokens": a.max_prompt_tokens,
                   "complexityBelow": a.below},
         "model": "gpt-4o-mini"});
-    let none = replay(json!({}), &prompts, &a).await;
-    let routed = replay(json!({"routing": {"rules": [rule]}}), &prompts, &a).await;
+    let none = replay(json!({}), &prompts, &a, None).await;
+    let routed = replay(json!({"routing": {"rules": [rule]}}), &prompts, &a, None).await;
     let all_mini = replay(
         json!({"routing": {"rules": [{"name": "all-mini", "match": {"models": ["gpt-4o"]},
             "model": "gpt-4o-mini"}]}}),
         &prompts,
         &a,
+        None,
     )
     .await;
+    // D: the same rule on the cache service's learned score (the filter asks on admit).
+    let learned_run = if a.learned {
+        let service = tokio::task::spawn_blocking(|| {
+            CacheService::start(&CacheOptions {
+                config: json!({"complexity": {"trainAtStart": true}}),
+                ..CacheOptions::default()
+            })
+        })
+        .await
+        .unwrap()
+        .unwrap_or_else(|e| panic!("{e}: run `make setup`, or pass --no-learned"));
+        let deadline = Instant::now() + std::time::Duration::from_secs(300);
+        while service.state.engine.complexity().is_none() {
+            assert!(Instant::now() < deadline, "classifier not trained in 300 s");
+            tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+        }
+        let learned_rule = json!({"name": "learned-simple-to-mini",
+            "match": {"models": ["gpt-4o"], "maxPromptTokens": a.max_prompt_tokens,
+                      "complexityBelow": SUGGESTED_THRESHOLD},
+            "model": "gpt-4o-mini"});
+        let run = replay(
+            json!({"cache": {"cluster": "tollgate_cache", "timeoutMs": 2000},
+                   "routing": {"complexitySource": "service", "rules": [learned_rule]}}),
+            &prompts,
+            &a,
+            Some(service.addr),
+        )
+        .await;
+        let m = service.metrics();
+        let scored: f64 = m
+            .lines()
+            .filter(|l| l.starts_with("tollgate_complexity_scores_total{"))
+            .filter_map(|l| l.rsplit_once(' ')?.1.parse::<f64>().ok())
+            .sum();
+        Some((run, scored as usize))
+    } else {
+        None
+    };
     let replay_s = started.elapsed().as_secs_f64();
 
     // Consistency: the same prompts and answer lengths in every run; B's cost per prompt is A's
     // or C's, as its model says.
-    for (i, ((x, y), z)) in none.iter().zip(&routed).zip(&all_mini).enumerate() {
-        assert_eq!(x.model, "gpt-4o", "prompt {i}");
-        assert_eq!(z.model, "gpt-4o-mini", "prompt {i}");
-        assert_eq!(x.prompt_tokens, z.prompt_tokens, "prompt {i}");
-        assert_eq!(x.completion_tokens, z.completion_tokens, "prompt {i}");
-        let expect = if y.model == "gpt-4o-mini" {
-            z.cost
-        } else {
-            x.cost
-        };
-        assert!((y.cost - expect).abs() < 1e-9, "prompt {i}: {y:?}");
+    let check = |run: &[Answer]| {
+        for (i, ((x, y), z)) in none.iter().zip(run).zip(&all_mini).enumerate() {
+            assert_eq!(x.model, "gpt-4o", "prompt {i}");
+            assert_eq!(z.model, "gpt-4o-mini", "prompt {i}");
+            assert_eq!(x.prompt_tokens, z.prompt_tokens, "prompt {i}");
+            assert_eq!(x.completion_tokens, z.completion_tokens, "prompt {i}");
+            let expect = if y.model == "gpt-4o-mini" {
+                z.cost
+            } else {
+                x.cost
+            };
+            assert!((y.cost - expect).abs() < 1e-9, "prompt {i}: {y:?}");
+        }
+    };
+    check(&routed);
+    if let Some((run, _)) = &learned_run {
+        check(run);
     }
 
     let mut policies = vec![Outcome {
@@ -208,6 +264,22 @@ async fn main() {
         routed: routed.iter().map(|r| r.model == "gpt-4o-mini").collect(),
         cost: routed.iter().map(|r| r.cost).sum(),
     }];
+    let mut scored_note = String::new();
+    if let Some((run, scored)) = &learned_run {
+        policies.push(Outcome {
+            name: format!(
+                "learned classifier in the cache service, asked by the filter (≤ {} prompt \
+                 tokens, score < {SUGGESTED_THRESHOLD}; run D)",
+                a.max_prompt_tokens
+            ),
+            routed: run.iter().map(|r| r.model == "gpt-4o-mini").collect(),
+            cost: run.iter().map(|r| r.cost).sum(),
+        });
+        scored_note = format!(
+            " In run D the service returned a learned score for {scored} of the {} requests.",
+            prompts.len()
+        );
+    }
     let short: Vec<bool> = none
         .iter()
         .map(|r| r.prompt_tokens <= a.max_prompt_tokens)
@@ -344,7 +416,10 @@ async fn main() {
     for (k, (total, down, long)) in &by_source {
         let _ = writeln!(md, "| {k} | {total} | {down} | {long} |");
     }
-    let _ = writeln!(md, "\nLearned classifier: {learned_note}.");
+    let _ = writeln!(
+        md,
+        "\nLearned classifier (offline rows): {learned_note}.{scored_note}"
+    );
     print!("{md}");
     if let Some(out) = &a.out {
         std::fs::write(out, &md).unwrap();
