@@ -89,6 +89,13 @@ pub fn govern(
         } else {
             default
         };
+        // With budgets on, the reservation must bound the answer: where nothing else does (no
+        // default, no cap, no known output limit), the reserved output length is sent as the
+        // request's limit, so a stream can never outrun what was reserved for it.
+        let value = match (&cfg.budgets, value, cap) {
+            (Some(b), None, None) => Some(b.default_max_output_tokens),
+            (_, v, _) => v,
+        };
         if let Some(v) = value {
             out.edits.push(Edit::Set {
                 key: insert_field(req).to_string(),
@@ -295,5 +302,26 @@ mod tests {
             .effective,
             Some(300)
         );
+    }
+
+    #[test]
+    fn with_budgets_an_unbounded_request_gets_the_reserved_output_limit() {
+        let body = r#"{"model":"acme-unknown-model","messages":[{"role":"user","content":"hi"}]}"#;
+        for (cfg_json, want) in [
+            (r#"{"maxTokens": {"default": null}}"#, None),
+            (
+                r#"{"maxTokens": {"default": null}, "cache": {"cluster": "c"},
+                    "budgets": {"defaultMaxOutputTokens": 1000}}"#,
+                Some(1000),
+            ),
+        ] {
+            let cfg = Config::from_json(cfg_json.as_bytes()).unwrap();
+            let mut cache = crate::count::CountCache::new(4, 1);
+            let req =
+                crate::request::parse(Api::OpenAiChat, body.as_bytes(), &cfg, &mut cache).unwrap();
+            let d = govern(&req, "t", &cfg).unwrap();
+            assert_eq!(d.effective, want, "{cfg_json}");
+            assert_eq!(d.inserted, want.is_some());
+        }
     }
 }
