@@ -143,7 +143,8 @@ pub struct RawBudgets {
     /// spend once the service is back) or `"closed"` (reject with 503). Default `"open"`.
     pub failure_mode: Option<String>,
     /// Output tokens reserved for requests without `max_tokens` (when the model's own output
-    /// limit is unknown). Default 4096.
+    /// limit is unknown); also sent as the request's `max_tokens` when nothing else (governance's
+    /// default, a cap, the model's limit) bounds the answer, so the reservation holds. Default 4096.
     pub default_max_output_tokens: Option<u64>,
 }
 
