@@ -34,13 +34,16 @@ DATA = RESULTS / "plot-data.json"
 
 
 def tables(path):
-    """Every pipe table of a Markdown file: {"section", "header", "rows"} (cells stripped)."""
-    out, section, lines = [], "", path.read_text().splitlines()
+    """Every pipe table of a Markdown file: {"section" (nearest heading), "h2" (nearest level-2
+    heading), "header", "rows"} (cells stripped)."""
+    out, section, h2, lines = [], "", "", path.read_text().splitlines()
     i = 0
     while i < len(lines):
         line = lines[i]
         if line.startswith("#"):
             section = line.lstrip("#").strip()
+            if line.startswith("## "):
+                h2 = section
         if line.startswith("|") and i + 1 < len(lines) and re.match(r"^\|[\s:|-]+\|\s*$", lines[i + 1]):
             header = split_row(line)
             rows = []
@@ -48,7 +51,7 @@ def tables(path):
             while i < len(lines) and lines[i].startswith("|"):
                 rows.append(split_row(lines[i]))
                 i += 1
-            out.append({"section": section, "header": header, "rows": rows})
+            out.append({"section": section, "h2": h2, "header": header, "rows": rows})
             continue
         i += 1
     return out
@@ -133,25 +136,24 @@ def extract():
          "p99_ms": number(r[h.index("p99 ms")])} for r in t["rows"]]}
 
     src = RESULTS / "semantic.md"
-    # One per-threshold table under each "## <set>.jsonl" section (the table itself sits under a
-    # "### Per threshold" heading, so match tables to sets by order).
-    per_set = [[{"threshold": number(r[h.index("threshold")]),
-                 "hit_rate_cosine": number(r[h.index("hit rate, cosine")]),
-                 "false_hits_cosine": number(r[h.index("false hits, cosine")]),
-                 "hit_rate_guards": number(r[h.index("hit rate, + guards")]),
-                 "false_hits_guards": number(r[h.index("false hits, + guards")])}
-                for r in t["rows"]]
-               for t in find(src, "threshold", "hit rate, cosine", "false hits, cosine", "hit rate, + guards",
-                             "false hits, + guards")
-               for h in [t["header"]]]
-    names = [m.group(1) for m in re.finditer(r"^## (\w+)\.jsonl\s*$", src.read_text(), re.M)]
-    if len(names) != len(per_set):
-        raise SystemExit(f"{src.relative_to(ROOT)}: {len(names)} '## <set>.jsonl' sections but "
-                         f"{len(per_set)} per-threshold tables")
+    # One per-threshold table under each "## <set>.jsonl …" section.
+    sets = {}
+    for t in find(src, "threshold", "hit rate, cosine", "false hits, cosine", "hit rate, + guards",
+                  "false hits, + guards"):
+        h = t["header"]
+        m = re.match(r"(\w+)\.jsonl", t["h2"])
+        if not m:
+            raise SystemExit(f"{src.relative_to(ROOT)}: per-threshold table under '{t['h2']}', not a '## <set>.jsonl' section")
+        sets[m.group(1)] = [{"threshold": number(r[h.index("threshold")]),
+                             "hit_rate_cosine": number(r[h.index("hit rate, cosine")]),
+                             "false_hits_cosine": number(r[h.index("false hits, cosine")]),
+                             "hit_rate_guards": number(r[h.index("hit rate, + guards")]),
+                             "false_hits_guards": number(r[h.index("false hits, + guards")])}
+                            for r in t["rows"]]
     data["semantic"] = {"source": "benches/results/semantic.md",
                         "note": "percent of true duplicates served (hit rate) and of hard negatives served "
                                 "(false hits), per cosine threshold",
-                        "sets": dict(zip(names, per_set))}
+                        "sets": sets}
 
     src = RESULTS / "budgets.md"
     t = find(src, "backend", "scopes", "c", "workload", "admit p99 [runs]", section="Results")[0]
@@ -166,6 +168,20 @@ def extract():
                      "admit_p99_ms": p99[0], "admit_p99_runs_ms": p99[1:3] if len(p99) >= 3 else None,
                      "errors": errors})
     data["budgets"] = {"source": "benches/results/budgets.md", "table": t["section"], "rows": rows}
+    fixes = find(src, "backend", "scopes", "c", "workload", "admit p99 [runs], before", "admit p99 [runs], after")
+    t = fixes[0]
+    h = t["header"]
+    rows = []
+    for r in t["rows"]:
+        before, after = numbers(r[h.index("admit p99 [runs], before")]), numbers(r[h.index("admit p99 [runs], after")])
+        err = next((i for i, n in enumerate(h) if n.startswith("errors")), None)
+        errs = numbers(r[err]) if err is not None else []
+        rows.append({"backend": plain(r[h.index("backend")]), "scopes": int(number(r[h.index("scopes")])),
+                     "c": plain(r[h.index("c")]), "workload": plain(r[h.index("workload")]),
+                     "admit_p99_ms_before": before[0], "admit_p99_runs_ms_before": before[1:3],
+                     "admit_p99_ms_after": after[0], "admit_p99_runs_ms_after": after[1:3],
+                     "errors_before": errs[0] if errs else None, "errors_after": errs[1] if len(errs) > 1 else None})
+    data["budgets_fixes"] = {"source": "benches/results/budgets.md", "table": t["section"], "rows": rows}
 
     src = RESULTS / "savings.md"
     runs = [t for t in tables(src) if t["header"][:1] == ["run"] and any(h.startswith("cost") for h in t["header"])]
@@ -305,67 +321,81 @@ def plot_cache(plt, d_admit, d_e2e, out):
 
 
 def plot_semantic(plt, d, out):
-    fig, (a1, a2) = plt.subplots(1, 2, figsize=(11, 4.3))
-    styles = {"holdout2": "-", "holdout": "--", "test": ":"}
+    from matplotlib.lines import Line2D
+    fig, (a1, a2) = plt.subplots(1, 2, figsize=(11, 4.6))
+    styles = {"holdout3": "-", "holdout2": "--", "holdout": "-.", "test": ":"}
     for name, rows in d["sets"].items():
         th = [r["threshold"] for r in rows]
-        ls = styles.get(name, "-.")
-        a1.plot(th, [r["hit_rate_guards"] for r in rows], ls, color=COLORS["tollgate"], label=f"hit rate, {name}")
-        a1.plot(th, [r["false_hits_guards"] for r in rows], ls, color=COLORS["provider"], label=f"false hits, {name}")
-        a2.plot([r["false_hits_cosine"] for r in rows], [r["hit_rate_cosine"] for r in rows], ls,
-                color=COLORS["base"], marker=".", ms=4, label=f"cosine only, {name}")
-        a2.plot([r["false_hits_guards"] for r in rows], [r["hit_rate_guards"] for r in rows], ls,
-                color=COLORS["tollgate"], marker=".", ms=4, label=f"cosine + guards, {name}")
+        ls = styles.get(name, (0, (1, 3)))
+        a1.plot(th, [r["hit_rate_guards"] for r in rows], ls=ls, color=COLORS["tollgate"])
+        a1.plot(th, [r["false_hits_guards"] for r in rows], ls=ls, color=COLORS["provider"])
+        a2.plot([r["false_hits_cosine"] for r in rows], [r["hit_rate_cosine"] for r in rows], ls=ls,
+                color=COLORS["base"], marker=".", ms=4)
+        a2.plot([r["false_hits_guards"] for r in rows], [r["hit_rate_guards"] for r in rows], ls=ls,
+                color=COLORS["tollgate"], marker=".", ms=4)
         at = next((r for r in rows if abs(r["threshold"] - 0.95) < 1e-9), None)
         if at:
             a2.scatter([at["false_hits_guards"]], [at["hit_rate_guards"]], s=45, facecolor="none",
                        edgecolor="black", zorder=4)
+    set_handles = [Line2D([], [], color="black", ls=styles.get(n, (0, (1, 3))), label=n) for n in d["sets"]]
     a1.axvline(0.95, color="black", lw=0.8)
-    a1.text(0.951, 72, "default 0.95", fontsize=8, va="top")
+    a1.text(0.951, 78, "default 0.95", fontsize=8, va="top")
+    a1.set_ylim(0, 100)
     a1.set_xlabel("cosine threshold")
     a1.set_ylabel("% (with guards)")
     a1.set_title("Hit rate and false hits per threshold, with guards")
-    a1.legend(fontsize=7.5, ncol=2, loc="center left")
+    a1.legend(handles=[Line2D([], [], color=COLORS["tollgate"], label="hit rate"),
+                       Line2D([], [], color=COLORS["provider"], label="false hits")] + set_handles,
+              fontsize=7.5, ncol=3, loc="upper right")
     a2.set_xscale("symlog", linthresh=1)
-    a2.set_xlim(-0.1, 80)
+    a2.set_xlim(-0.1, 90)
+    a2.set_ylim(0, 100)
     a2.set_xlabel("false hits: % of hard negatives served (symlog)")
     a2.set_ylabel("hit rate: % of true duplicates served")
     a2.set_title("Trade-off: cosine alone vs cosine + guards")
-    a2.legend(fontsize=7.5, loc="lower right")
-    a2.annotate("○ = threshold 0.95", (0.02, 0.96), xycoords="axes fraction", fontsize=8, va="top")
-    footer(fig, f"Source: {d['source']} — all-MiniLM-L6-v2; evaluation sets test (567 pairs), holdout (240), holdout2 "
-                "(200, unseen by the current guards); thresholds 0.80–0.999.")
+    a2.legend(handles=[Line2D([], [], color=COLORS["base"], marker=".", label="cosine only"),
+                       Line2D([], [], color=COLORS["tollgate"], marker=".", label="cosine + guards"),
+                       Line2D([], [], ls="none", marker="o", mfc="none", mec="black", label="threshold 0.95")]
+              + set_handles, fontsize=7.5, ncol=3, loc="upper left")
+    footer(fig, f"Source: {d['source']} — all-MiniLM-L6-v2; evaluation sets {', '.join(d['sets'])} (sizes, and which "
+                "guard version had seen each set, in semantic.md).")
     fig.tight_layout(rect=(0, 0.04, 1, 1))
     fig.savefig(out / "semantic.png")
     plt.close(fig)
 
 
-def plot_budgets(plt, d, out):
+SERIES = [("admit", "1", "admit only, c=1"), ("admit", "16", "admit only, c=16"),
+          ("admit+settle", "open 500/s", "open loop 500 req/s")]
+BACKEND_NAMES = {"embedded": "embedded store (redb)", "redis": "Redis"}
+
+
+def _whiskers(v, runs):
+    runs = runs if runs and len(runs) == 2 else [v, v]
+    return max(v - runs[0], 0), max(runs[1] - v, 0)
+
+
+def plot_budgets(plt, d, fixes, out):
     rows = d["rows"]
-    series = [("admit", "1", "admit only, c=1"), ("admit", "16", "admit only, c=16"),
-              ("admit+settle", "open 500/s", "open loop 500 req/s (admit inside admit+settle)")]
     backends = list(dict.fromkeys(r["backend"] for r in rows))
     scopes = sorted({r["scopes"] for r in rows})
-    fig, axes = plt.subplots(1, len(backends), figsize=(11, 4.3), sharey=True)
-    if len(backends) == 1:
-        axes = [axes]
-    w = 0.26
+    fig, axes = plt.subplots(2, len(backends), figsize=(11, 8.4), sharey=True, squeeze=False)
     shades = ["#9ecae1", "#3182bd", "#08519c"]
-    for ax, backend in zip(axes, backends):
-        for k, (workload, c, label) in enumerate(series):
+    w = 0.26
+    for ax, backend in zip(axes[0], backends):
+        for k, (workload, c, label) in enumerate(SERIES):
             vals, lo, hi, errs = [], [], [], []
-            for s in scopes:
-                r = next((r for r in rows if r["backend"] == backend and r["scopes"] == s
+            for sc in scopes:
+                r = next((r for r in rows if r["backend"] == backend and r["scopes"] == sc
                           and r["workload"] == workload and r["c"] == c), None)
                 v = r["admit_p99_ms"] if r else float("nan")
-                runs = r["admit_p99_runs_ms"] if r and r["admit_p99_runs_ms"] else [v, v]
+                l, h = _whiskers(v, r["admit_p99_runs_ms"] if r else None)
                 vals.append(v)
-                lo.append(max(v - runs[0], 0))
-                hi.append(max(runs[1] - v, 0))
+                lo.append(l)
+                hi.append(h)
                 errs.append(r["errors"] if r else None)
             xs = [i + (k - 1) * w for i in range(len(scopes))]
-            ax.bar(xs, vals, w, color=shades[k], label=label, yerr=[lo, hi], capsize=2,
-                   error_kw={"lw": 0.8, "ecolor": "#333333"})
+            ax.bar(xs, vals, w, color=shades[k], label=label + (" (admit inside admit+settle)" if k == 2 else ""),
+                   yerr=[lo, hi], capsize=2, error_kw={"lw": 0.8, "ecolor": "#333333"})
             for xpos, v, top, e in zip(xs, vals, [v + h for v, h in zip(vals, hi)], errs):
                 ax.annotate(f"{v:g}", (xpos, top), ha="center", va="bottom", fontsize=7, xytext=(0, 2),
                             textcoords="offset points")
@@ -375,14 +405,53 @@ def plot_budgets(plt, d, out):
                                 fontweight="bold")
         ax.axhline(2, color=COLORS["provider"], ls="--", lw=1, label="target: p99 ≤ 2 ms at 1,000 scopes")
         ax.set_yscale("log")
-        ax.set_xticks(range(len(scopes)), [f"{s:,}" for s in scopes])
+        ax.set_xticks(range(len(scopes)), [f"{sc:,}" for sc in scopes])
         ax.set_xlabel("budget scopes")
-        ax.set_title({"embedded": "embedded store (redb)", "redis": "Redis"}.get(backend, backend))
-    axes[0].set_ylabel("budget admit p99, ms (log)")
-    axes[0].legend(fontsize=7.5, loc="upper left")
-    footer(fig, f"Source: {d['source']} ({d['table']}) — Budgets::admit in-process, 3 windows per request, 2-core VM; "
-                "Redis on loopback.\nBars: p99 of the median run; whiskers: p99 range over the 3 runs.")
-    fig.tight_layout(rect=(0, 0.07, 1, 1))
+        ax.set_title(f"{BACKEND_NAMES.get(backend, backend)}: {d['table']}")
+    axes[0][0].set_ylabel("budget admit p99, ms (log)")
+    axes[0][0].legend(fontsize=7.5, loc="upper left")
+
+    frows = fixes["rows"]
+    fscopes = sorted({r["scopes"] for r in frows})
+    w = 0.13
+    for ax, backend in zip(axes[1], backends):
+        for k, (workload, c, label) in enumerate(SERIES):
+            for j, when in enumerate(("before", "after")):
+                xs, vals, lo, hi, errs = [], [], [], [], []
+                for i, sc in enumerate(fscopes):
+                    r = next((r for r in frows if r["backend"] == backend and r["scopes"] == sc
+                              and r["workload"] == workload and r["c"] == c), None)
+                    if not r:
+                        continue
+                    v = r[f"admit_p99_ms_{when}"]
+                    l, h = _whiskers(v, r[f"admit_p99_runs_ms_{when}"])
+                    xs.append(i + (2 * k + j - 2.5) * w)
+                    vals.append(v)
+                    lo.append(l)
+                    hi.append(h)
+                    errs.append(r[f"errors_{when}"])
+                ax.bar(xs, vals, w, color=shades[k], alpha=0.45 if when == "before" else 1.0,
+                       hatch="//" if when == "before" else None, edgecolor="white",
+                       label=f"{label}, {when}" if backend == backends[0] else None,
+                       yerr=[lo, hi], capsize=1.5, error_kw={"lw": 0.7, "ecolor": "#333333"})
+                for xpos, v, h, e in zip(xs, vals, hi, errs):
+                    ax.annotate(f"{v:g}", (xpos, v + h), ha="center", va="bottom", fontsize=6.5, xytext=(0, 2),
+                                textcoords="offset points", rotation=90)
+                    if e:
+                        ax.text(xpos, v ** 0.5 if v > 1 else v, f"{int(e)} errors", ha="center", va="center",
+                                fontsize=7.5, rotation=90, color=COLORS["provider"], fontweight="bold")
+        ax.axhline(2, color=COLORS["provider"], ls="--", lw=1)
+        ax.set_yscale("log")
+        ax.set_xticks(range(len(fscopes)), [f"{sc:,}" for sc in fscopes])
+        ax.set_xlabel("budget scopes")
+        ax.set_title(f"{BACKEND_NAMES.get(backend, backend)}: before → after the fixes")
+        ax.set_ylim(top=3e5)
+    axes[1][0].set_ylabel("budget admit p99, ms (log)")
+    axes[1][0].legend(fontsize=7, loc="upper left", ncol=2)
+    footer(fig, f"Source: {d['source']} — Budgets::admit in-process, 3 windows per request, 2-core VM, Redis on loopback. "
+                "Top: invocation D,\nquiet machine. Bottom: invocations F (before) and G (after) on a shared machine "
+                "(load 2.5–5.4). Bars: p99 of the median run; whiskers: p99 range over the 3 runs; hatched: before.")
+    fig.tight_layout(rect=(0, 0.045, 1, 1))
     fig.savefig(out / "budgets.png")
     plt.close(fig)
 
@@ -427,7 +496,7 @@ def main(argv=None):
     plot_load(plt, data["load"], args.out)
     plot_cache(plt, data["cache_admit"], data["cache_e2e"], args.out)
     plot_semantic(plt, data["semantic"], args.out)
-    plot_budgets(plt, data["budgets"], args.out)
+    plot_budgets(plt, data["budgets"], data["budgets_fixes"], args.out)
     plot_savings(plt, data["savings"], args.out)
     for name in ("load", "cache", "semantic", "budgets", "savings"):
         print(args.out / f"{name}.png")

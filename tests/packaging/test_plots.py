@@ -64,6 +64,10 @@ class ExtractionTest(unittest.TestCase):
         self.assertGreaterEqual(len(budgets), 30)
         self.assertEqual({"embedded", "redis"}, {r["backend"] for r in budgets})
         self.assertLessEqual({10, 1000, 10000}, {r["scopes"] for r in budgets})
+        fixed = next(r for r in d["budgets_fixes"]["rows"]
+                     if (r["backend"], r["scopes"], r["c"]) == ("redis", 10000, "open 500/s"))
+        self.assertEqual((1401.78, 3.027, 3939, 0), (fixed["admit_p99_ms_before"], fixed["admit_p99_ms_after"],
+                                                     fixed["errors_before"], fixed["errors_after"]))
         savings = {r["name"]: r for r in d["savings"]["rows"]}
         self.assertEqual(0.528, savings["A: no routing (gpt-4o for all)"]["cost_usd"])
         self.assertTrue(any(r["kind"] == "policy" and r["saved"] for r in savings.values()))
