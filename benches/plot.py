@@ -459,7 +459,7 @@ def plot_budgets(plt, d, fixes, out):
 def plot_savings(plt, d, out):
     rows = d["rows"]
     base = next(r for r in rows if r["kind"] == "run" and "no routing" in r["name"])["cost_usd"]
-    fig, ax = plt.subplots(figsize=(11, 0.55 * len(rows) + 1.6))
+    fig, ax = plt.subplots(figsize=(11, 0.6 * len(rows) + 1.6))
     names = [r["name"] for r in rows]
     colors = [COLORS["base"] if r["kind"] == "run" else COLORS["tollgate"] for r in rows]
     ys = list(range(len(rows)))[::-1]
@@ -471,7 +471,8 @@ def plot_savings(plt, d, out):
         if r["complex_routed_down"]:
             note += f"  · complex prompts routed down: {r['complex_routed_down']}"
         ax.annotate(note, (r["cost_usd"], y), va="center", fontsize=8.5, xytext=(4, 0), textcoords="offset points")
-    ax.set_yticks(ys, [n if len(n) <= 70 else n[:67] + "…" for n in names], fontsize=8.5)
+    import textwrap
+    ax.set_yticks(ys, ["\n".join(textwrap.wrap(n, 58)) for n in names], fontsize=8.5)
     ax.set_xlim(0, base * 1.75)
     ax.set_xlabel("cost of the replay, USD (155 held-out prompts, all asking for gpt-4o)")
     ax.set_title("Complexity routing: replay cost by policy")
