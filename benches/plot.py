@@ -108,10 +108,12 @@ def extract():
     src = RESULTS / "load.md"
     t = find(src, "prompt", "Envoy", "req/s", "p50 ms", "p99 ms")[0]
     h = t["header"]
+    optional = {"rss_mib": "RSS MiB", "startup_ms": "startup ms"}
     data["load"] = {"source": "benches/results/load.md", "rows": [
-        {"prompt": r[h.index("prompt")], "envoy": r[h.index("Envoy")], "req_s": number(r[h.index("req/s")]),
-         "p50_ms": number(r[h.index("p50 ms")]), "p99_ms": number(r[h.index("p99 ms")]),
-         "rss_mib": number(r[h.index("RSS MiB")]), "startup_ms": number(r[h.index("startup ms")])}
+        {"prompt": plain(r[h.index("prompt")]), "envoy": plain(r[h.index("Envoy")]),
+         "req_s": number(r[h.index("req/s")]), "p50_ms": number(r[h.index("p50 ms")]),
+         "p99_ms": number(r[h.index("p99 ms")]),
+         **{k: number(r[h.index(col)]) for k, col in optional.items() if col in h}}
         for r in t["rows"]]}
 
     src = RESULTS / "cache.md"
@@ -231,32 +233,39 @@ def footer(fig, text):
 def plot_load(plt, d, out):
     rows = d["rows"]
     prompts = list(dict.fromkeys(r["prompt"] for r in rows))
+    variants = list(dict.fromkeys(r["envoy"] for r in rows))
+    base_name = next(v for v in variants if "no filter" in v)
+    variants.remove(base_name)
+    variants.insert(0, base_name)
     get = {(r["prompt"], r["envoy"]): r for r in rows}
+    palette = [COLORS["base"], COLORS["tollgate"], "#08519c", "#6baed6"]
     fig, (a1, a2) = plt.subplots(1, 2, figsize=(11, 4.3))
-    x = range(len(prompts))
-    w = 0.38
-    base = [get[(p, "no filter")]["req_s"] for p in prompts]
-    tg = [get[(p, "Tollgate")]["req_s"] for p in prompts]
-    a1.bar([i - w / 2 for i in x], base, w, label="Envoy, no filter", color=COLORS["base"])
-    bars = a1.bar([i + w / 2 for i in x], tg, w, label="Envoy + Tollgate", color=COLORS["tollgate"])
-    for b, v, n in zip(bars, tg, base):
-        a1.annotate(f"{v / n:.0%}", (b.get_x() + b.get_width() / 2, v), ha="center", va="bottom", fontsize=8.5,
-                    xytext=(0, 2), textcoords="offset points")
-    a1.set_xticks(list(x), [p.replace(" KB ", " KB\n") for p in prompts])
+    x = list(range(len(prompts)))
+    w = 0.8 / len(variants)
+    labels = [p.replace(" KB ", " KB\n") for p in prompts]
+    for k, v in enumerate(variants):
+        xs = [i + (k - (len(variants) - 1) / 2) * w for i in x]
+        vals = [get[(p, v)]["req_s"] if (p, v) in get else float("nan") for p in prompts]
+        bars = a1.bar(xs, vals, w, color=palette[k % len(palette)],
+                      label="Envoy, no filter" if v == base_name else f"Envoy + {v}")
+        if v != base_name:
+            for b, val, p in zip(bars, vals, prompts):
+                base = get.get((p, base_name))
+                if base and val == val:
+                    a1.annotate(f"{val / base['req_s']:.0%}", (b.get_x() + b.get_width() / 2, val), ha="center",
+                                va="bottom", fontsize=8, xytext=(0, 2), textcoords="offset points")
+        for j, (metric, hatch) in enumerate((("p50_ms", None), ("p99_ms", "//"))):
+            xs2 = [i + (j - 0.5) * 0.4 + (k - (len(variants) - 1) / 2) * (0.4 / len(variants)) for i in x]
+            a2.bar(xs2, [get[(p, v)][metric] if (p, v) in get else float("nan") for p in prompts],
+                   0.4 / len(variants), color=palette[k % len(palette)], hatch=hatch, edgecolor="white")
+    a1.set_ylim(0, max(r["req_s"] for r in rows) * 1.3)
+    a1.set_xticks(x, labels)
     a1.set_ylabel("requests/s (1 Envoy worker)")
     a1.set_title("Throughput, every prompt unique (% of no-filter)")
-    a1.legend(loc="upper right")
-    for k, (metric, hatch) in enumerate((("p50_ms", None), ("p99_ms", "//"))):
-        off = (k - 0.5) * w
-        a2.bar([i + off - w / 4 for i in x], [get[(p, "no filter")][metric] for p in prompts], w / 2,
-               color=COLORS["base"], hatch=hatch, edgecolor="white",
-               label=f"no filter {metric[:3]}")
-        a2.bar([i + off + w / 4 for i in x], [get[(p, "Tollgate")][metric] for p in prompts], w / 2,
-               color=COLORS["tollgate"], hatch=hatch, edgecolor="white", label=f"Tollgate {metric[:3]}")
-    a2.set_xticks(list(x), [p.replace(" KB ", " KB\n") for p in prompts])
+    a1.legend(loc="upper right", fontsize=8)
+    a2.set_xticks(x, labels)
     a2.set_ylabel("latency, ms")
-    a2.set_title("Latency p50 (solid) and p99 (hatched)")
-    a2.legend(ncol=2, loc="upper left")
+    a2.set_title("Latency p50 (solid) and p99 (hatched), same colours")
     footer(fig, f"Source: {d['source']} — Envoy 1.40, 1 worker, wrk -t1 -c16, 8 s, median of 3 runs, 2-core VM.")
     fig.tight_layout(rect=(0, 0.04, 1, 1))
     fig.savefig(out / "load.png")
