@@ -109,7 +109,13 @@ def extract():
     t = find(src, "prompt", "Envoy", "req/s", "p50 ms", "p99 ms")[0]
     h = t["header"]
     optional = {"rss_mib": "RSS MiB", "startup_ms": "startup ms"}
-    data["load"] = {"source": "benches/results/load.md", "rows": [
+    first = src.read_text().splitlines()[0]
+    conditions = re.search(r"wrk (-t\d+ -c\d+ -d\d+s)", first)
+    runs = re.search(r"median of (\d+) runs", first)
+    data["load"] = {"source": "benches/results/load.md",
+                    "wrk": conditions.group(1) if conditions else "",
+                    "runs": int(runs.group(1)) if runs else 0,
+                    "rows": [
         {"prompt": plain(r[h.index("prompt")]), "envoy": plain(r[h.index("Envoy")]),
          "req_s": number(r[h.index("req/s")]), "p50_ms": number(r[h.index("p50 ms")]),
          "p99_ms": number(r[h.index("p99 ms")]),
@@ -266,7 +272,7 @@ def plot_load(plt, d, out):
     a2.set_xticks(x, labels)
     a2.set_ylabel("latency, ms")
     a2.set_title("Latency p50 (solid) and p99 (hatched), same colours")
-    footer(fig, f"Source: {d['source']} — Envoy 1.40, 1 worker, wrk -t1 -c16, 8 s, median of 3 runs, 2-core VM.")
+    footer(fig, f"Source: {d['source']} — Envoy 1.40, 1 worker, wrk {d['wrk']}, median of {d['runs']} runs, 2-core VM.")
     fig.tight_layout(rect=(0, 0.04, 1, 1))
     fig.savefig(out / "load.png")
     plt.close(fig)

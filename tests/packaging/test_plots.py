@@ -48,9 +48,9 @@ class ExtractionTest(unittest.TestCase):
     def test_numbers_are_the_tables(self):
         d = load_plot().extract()
         load = {(r["prompt"], r["envoy"]): r for r in d["load"]["rows"]}
-        self.assertEqual(8, len(load))
-        self.assertEqual(21289, load[("2 KB en+code", "no filter")]["req_s"])
-        self.assertEqual(1737, load[("32 KB multilingual", "Tollgate")]["req_s"])
+        self.assertEqual(12, len(load))
+        self.assertEqual(28515, load[("2 KB en+code", "no filter")]["req_s"])
+        self.assertEqual(2254, load[("32 KB multilingual", "Tollgate, defaults")]["req_s"])
         admit = {(r["entries"], r["c"]): r for r in d["cache_admit"]["rows"]}
         self.assertEqual({"p50": 8.8, "p99": 15.9}, admit[("100k", 1)]["semantic_miss_ms"])
         self.assertEqual({"p50": 0.026, "p99": 0.055}, admit[("10k", 1)]["exact_hit_ms"])
