@@ -294,16 +294,14 @@ impl Engine {
 
     fn apply_put(&self, e: &Entry) {
         let current_model = self.embedder.as_ref().map(|b| b.model_id().to_string());
-        if let Some(v) = &e.embedding {
-            if current_model.as_deref() == Some(e.embedding_model.as_str()) {
-                if let Err(err) = self.index.add(&e.partition, e.id, v) {
+        if let Some(v) = &e.embedding
+            && current_model.as_deref() == Some(e.embedding_model.as_str())
+                && let Err(err) = self.index.add(&e.partition, e.id, v) {
                     // The entry stays servable by exact key; only its semantic lookup is lost.
                     tracing::warn!(error = %err, "entry not indexed");
                     self.metrics
                         .inc("tollgate_cache_index_errors_total", &[], 1);
                 }
-            }
-        }
         if let Ok(mut m) = self.meta.write() {
             m.insert(
                 e.id,
@@ -632,8 +630,8 @@ impl Engine {
                 {
                     continue;
                 }
-                if self.settings.guards {
-                    if let GuardVerdict::Reject(reason) = guards::check(&q.query, &meta.query) {
+                if self.settings.guards
+                    && let GuardVerdict::Reject(reason) = guards::check(&q.query, &meta.query) {
                         self.metrics.inc(
                             "tollgate_cache_guard_rejections_total",
                             &[("reason", reason.as_str())],
@@ -641,7 +639,6 @@ impl Engine {
                         );
                         continue;
                     }
-                }
                 found = Some((id, sim));
                 break;
             }
@@ -762,18 +759,15 @@ impl Engine {
         if embedding.is_none()
             && !st.query.is_empty()
             && self.settings.semantic != SemanticMode::Off
-        {
-            if let Some(b) = &self.embedder {
+            && let Some(b) = &self.embedder {
                 embedding = b.embed(st.query.clone()).await.ok();
             }
-        }
         // Shadow mode: record the would-be answer next to the real one.
         if let Some(shadow_id) = st
             .shadow_entry_id
             .as_ref()
             .and_then(|s| s.parse::<u64>().ok())
-        {
-            if let Ok(Some(cached)) = self.store.get(shadow_id).await {
+            && let Ok(Some(cached)) = self.store.get(shadow_id).await {
                 let rec = ShadowRecord {
                     at: now_secs(),
                     tenant: rec.tenant.clone(),
@@ -793,7 +787,6 @@ impl Engine {
                 self.metrics
                     .inc("tollgate_cache_shadow_total", &[("result", "recorded")], 1);
             }
-        }
         let now = now_secs();
         let id = Entry::id_for(&rec.tenant, &st.exact_key);
         let ttl = st.ttl_seconds.unwrap_or(24 * 3600);

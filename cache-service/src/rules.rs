@@ -194,7 +194,7 @@ impl Rules {
         for r in &self.rules {
             let route_ok =
                 r.routes.is_empty() || r.routes.iter().any(|p| req.route.starts_with(p.as_str()));
-            let tenant_ok = r.tenants.is_empty() || r.tenants.iter().any(|t| *t == req.tenant);
+            let tenant_ok = r.tenants.is_empty() || r.tenants.contains(&req.tenant);
             let model_ok =
                 r.models.is_empty() || r.models.iter().any(|m| model_matches(m, &req.model));
             let query_ok = r.query.as_ref().is_none_or(|re| re.is_match(&q.query));

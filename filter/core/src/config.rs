@@ -879,16 +879,23 @@ mod tests {
 
 #[cfg(test)]
 mod shipped_configs {
-    #![allow(clippy::unwrap_used)]
+    #![allow(clippy::unwrap_used, clippy::panic)]
     use super::*;
+
+    fn load(name: &str) -> Config {
+        let path = format!("{}/../../envoy/{name}", env!("CARGO_MANIFEST_DIR"));
+        let bytes = std::fs::read(&path).unwrap();
+        Config::from_json(&bytes).unwrap_or_else(|e| panic!("{path}: {e}"))
+    }
 
     /// Every filter config the repository ships must compile (the demo would not start).
     #[test]
-    fn the_demo_config_is_valid() {
-        let path = concat!(env!("CARGO_MANIFEST_DIR"), "/../../envoy/demo-config.json");
-        let bytes = std::fs::read(path).unwrap();
-        let c = Config::from_json(&bytes).unwrap_or_else(|e| panic!("{path}: {e}"));
+    fn the_demo_configs_are_valid() {
+        let c = load("demo-config.json");
         assert!(c.cache.is_some() && c.budgets.is_some());
         assert!(c.routing.is_some() && c.prefix.is_some() && c.trimming.is_some());
+        assert!(c.routing.as_ref().is_some_and(|r| r.has_retries()));
+        let pool = load("pool-config.json");
+        assert!(pool.prefix.as_ref().is_some_and(|p| p.header));
     }
 }

@@ -462,6 +462,15 @@ struct CheapAnswer {
     source: UsageSource,
 }
 
+/// What shaping returns: the (re-parsed) request, the max-tokens decision, the body to send when
+/// changed, and what was done.
+type Shaped = (
+    ParsedRequest,
+    MaxTokensDecision,
+    Option<Vec<u8>>,
+    BudgetInfo,
+);
+
 /// The routing decision's retry plan, from `shape` to the flight.
 #[derive(Debug)]
 struct RetrySeed {
@@ -859,15 +868,7 @@ impl Exchange {
         new_body: Option<Vec<u8>>,
         req: ParsedRequest,
         decision: MaxTokensDecision,
-    ) -> Result<
-        (
-            ParsedRequest,
-            MaxTokensDecision,
-            Option<Vec<u8>>,
-            BudgetInfo,
-        ),
-        Rejection,
-    > {
+    ) -> Result<Shaped, Rejection> {
         let mut info = BudgetInfo::default();
         if cfg.routing.is_none() && cfg.trimming.is_none() && cfg.prefix.is_none() {
             return Ok((req, decision, new_body, info));
