@@ -296,12 +296,13 @@ impl Engine {
         let current_model = self.embedder.as_ref().map(|b| b.model_id().to_string());
         if let Some(v) = &e.embedding
             && current_model.as_deref() == Some(e.embedding_model.as_str())
-                && let Err(err) = self.index.add(&e.partition, e.id, v) {
-                    // The entry stays servable by exact key; only its semantic lookup is lost.
-                    tracing::warn!(error = %err, "entry not indexed");
-                    self.metrics
-                        .inc("tollgate_cache_index_errors_total", &[], 1);
-                }
+            && let Err(err) = self.index.add(&e.partition, e.id, v)
+        {
+            // The entry stays servable by exact key; only its semantic lookup is lost.
+            tracing::warn!(error = %err, "entry not indexed");
+            self.metrics
+                .inc("tollgate_cache_index_errors_total", &[], 1);
+        }
         if let Ok(mut m) = self.meta.write() {
             m.insert(
                 e.id,
@@ -631,14 +632,15 @@ impl Engine {
                     continue;
                 }
                 if self.settings.guards
-                    && let GuardVerdict::Reject(reason) = guards::check(&q.query, &meta.query) {
-                        self.metrics.inc(
-                            "tollgate_cache_guard_rejections_total",
-                            &[("reason", reason.as_str())],
-                            1,
-                        );
-                        continue;
-                    }
+                    && let GuardVerdict::Reject(reason) = guards::check(&q.query, &meta.query)
+                {
+                    self.metrics.inc(
+                        "tollgate_cache_guard_rejections_total",
+                        &[("reason", reason.as_str())],
+                        1,
+                    );
+                    continue;
+                }
                 found = Some((id, sim));
                 break;
             }
@@ -759,34 +761,36 @@ impl Engine {
         if embedding.is_none()
             && !st.query.is_empty()
             && self.settings.semantic != SemanticMode::Off
-            && let Some(b) = &self.embedder {
-                embedding = b.embed(st.query.clone()).await.ok();
-            }
+            && let Some(b) = &self.embedder
+        {
+            embedding = b.embed(st.query.clone()).await.ok();
+        }
         // Shadow mode: record the would-be answer next to the real one.
         if let Some(shadow_id) = st
             .shadow_entry_id
             .as_ref()
             .and_then(|s| s.parse::<u64>().ok())
-            && let Ok(Some(cached)) = self.store.get(shadow_id).await {
-                let rec = ShadowRecord {
-                    at: now_secs(),
-                    tenant: rec.tenant.clone(),
-                    similarity: pending.as_ref().and_then(|p| p.shadow_similarity),
-                    query: st.query.clone(),
-                    cached_query: cached.query.clone(),
-                    answer_overlap: jaccard(&cached.completion.text, &st.completion.text),
-                    cached_answer: cached.completion.text,
-                    actual_answer: st.completion.text.clone(),
-                };
-                if let Ok(mut s) = self.shadow.lock() {
-                    if s.len() >= SHADOW_KEEP {
-                        s.pop_front();
-                    }
-                    s.push_back(rec);
+            && let Ok(Some(cached)) = self.store.get(shadow_id).await
+        {
+            let rec = ShadowRecord {
+                at: now_secs(),
+                tenant: rec.tenant.clone(),
+                similarity: pending.as_ref().and_then(|p| p.shadow_similarity),
+                query: st.query.clone(),
+                cached_query: cached.query.clone(),
+                answer_overlap: jaccard(&cached.completion.text, &st.completion.text),
+                cached_answer: cached.completion.text,
+                actual_answer: st.completion.text.clone(),
+            };
+            if let Ok(mut s) = self.shadow.lock() {
+                if s.len() >= SHADOW_KEEP {
+                    s.pop_front();
                 }
-                self.metrics
-                    .inc("tollgate_cache_shadow_total", &[("result", "recorded")], 1);
+                s.push_back(rec);
             }
+            self.metrics
+                .inc("tollgate_cache_shadow_total", &[("result", "recorded")], 1);
+        }
         let now = now_secs();
         let id = Entry::id_for(&rec.tenant, &st.exact_key);
         let ttl = st.ttl_seconds.unwrap_or(24 * 3600);
