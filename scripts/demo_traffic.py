@@ -98,8 +98,13 @@ def admin(method, path, body=None):
 
 
 def budgets():
-    """Budgets live in the cache service (admin API); PUT is idempotent."""
-    admin("PUT", "/v1/budgets/interns-daily",
+    """Budgets live in the cache service (admin API); PUT is idempotent. Spend persists, so the
+    interns' small daily budget gets a fresh id per run (earlier runs' ones are deleted): the
+    demo shows requests within it, then the 429, however often it runs in a day."""
+    for b in admin("GET", "/v1/budgets").get("budgets", []):
+        if str(b.get("id", "")).startswith("interns-daily"):
+            admin("DELETE", f"/v1/budgets/{b['id']}")
+    admin("PUT", f"/v1/budgets/interns-daily-{int(time.time())}",
           {"scope": "team", "target": "interns", "period": "day", "limitUsd": 0.00012})
     admin("PUT", "/v1/budgets/frugal-monthly",
           {"scope": "team", "target": "frugal", "period": "month", "limitUsd": 5.0,
