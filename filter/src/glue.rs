@@ -283,6 +283,18 @@ impl<H: Host> Stream<H> {
         }
     }
 
+    /// Sets the request headers the exchange decided on (route header, prefix key).
+    fn set_upstream_headers(&mut self) {
+        for (name, value) in self.exchange.take_upstream_headers() {
+            if let Err(e) = self.host.set_request_header(&name, &value) {
+                self.warn(&format!(
+                    "cannot set request header {name}: host status {}",
+                    e.0
+                ));
+            }
+        }
+    }
+
     fn remove_request_headers(&self, names: &[&str]) {
         for n in names {
             if let Err(e) = self.host.remove_request_header(n) {
@@ -329,14 +341,7 @@ impl<H: Host> Stream<H> {
             self.exchange
                 .on_request_body(&cfg, &mut plugin.cache, body_size, end_of_stream, read)
         };
-        for (name, value) in self.exchange.take_upstream_headers() {
-            if let Err(e) = self.host.set_request_header(&name, &value) {
-                self.warn(&format!(
-                    "cannot set request header {name}: host status {}",
-                    e.0
-                ));
-            }
-        }
+        self.set_upstream_headers();
         match verdict {
             BodyVerdict::Buffer => Flow::Pause,
             BodyVerdict::Continue { body } => {
@@ -397,14 +402,7 @@ impl<H: Host> Stream<H> {
         let now = self.host.now_nanos() / 1_000_000_000;
         let verdict = self.exchange.on_admit_response(&cfg, status, &body, now);
         // Routing deferred to the admit answer may set a route header.
-        for (name, value) in self.exchange.take_upstream_headers() {
-            if let Err(e) = self.host.set_request_header(&name, &value) {
-                self.warn(&format!(
-                    "cannot set request header {name}: host status {}",
-                    e.0
-                ));
-            }
-        }
+        self.set_upstream_headers();
         match verdict {
             AdmitVerdict::Continue => {
                 if let Err(e) = self.host.resume_request() {

@@ -943,19 +943,15 @@ impl Exchange {
             {
                 current = b;
                 changed = true;
-                info.routing_saved_pico = crate::routing::estimate_savings(
-                    &cfg.prices,
+                record_route(
+                    &mut info,
+                    cfg,
+                    policy,
                     &req.model,
-                    &d.model,
+                    &d,
                     req.prompt_tokens,
-                    decision
-                        .effective
-                        .unwrap_or(policy.expected_output_tokens)
-                        .min(policy.expected_output_tokens),
-                )
-                .map_or(0, |s| s.saved);
-                info.requested_model = Some(req.model.clone());
-                info.route = Some(format!("rule:{}", d.rule_name.clone().unwrap_or_default()));
+                    decision.effective,
+                );
                 routed = Some(d.model);
             }
         }
@@ -1211,21 +1207,15 @@ impl Exchange {
         }
         let edit = crate::routing::model_edit(&decision)?;
         let new = json::apply(&base, &[edit])?;
-        flight.budget.routing_saved_pico = crate::routing::estimate_savings(
-            &cfg.prices,
+        record_route(
+            &mut flight.budget,
+            cfg,
+            policy,
             &d.model,
-            &decision.model,
+            &decision,
             d.prompt_tokens,
-            d.effective_max_tokens
-                .unwrap_or(policy.expected_output_tokens)
-                .min(policy.expected_output_tokens),
-        )
-        .map_or(0, |s| s.saved);
-        flight.budget.requested_model = Some(d.model.clone());
-        flight.budget.route = Some(format!(
-            "rule:{}",
-            decision.rule_name.clone().unwrap_or_default()
-        ));
+            d.effective_max_tokens,
+        );
         flight.price = cfg
             .prices
             .lookup(&decision.model)
@@ -1893,6 +1883,35 @@ fn budget_unavailable(api: Api) -> Rejection {
         ErrorKind::BudgetUnavailable,
         "the budget service is unavailable and budgets fail closed: retry shortly",
     )
+}
+
+/// Records a routing rule's model change: the requested model, the rule, and the estimated
+/// saving (prompt plus the expected output, bounded by the request's `max_tokens`).
+fn record_route(
+    info: &mut BudgetInfo,
+    cfg: &Config,
+    policy: &crate::routing::RoutingPolicy,
+    requested: &str,
+    decision: &crate::routing::RouteDecision,
+    prompt_tokens: u64,
+    max_tokens: Option<u64>,
+) {
+    let expected = max_tokens
+        .unwrap_or(policy.expected_output_tokens)
+        .min(policy.expected_output_tokens);
+    info.routing_saved_pico = crate::routing::estimate_savings(
+        &cfg.prices,
+        requested,
+        &decision.model,
+        prompt_tokens,
+        expected,
+    )
+    .map_or(0, |s| s.saved);
+    info.requested_model = Some(requested.to_string());
+    info.route = Some(format!(
+        "rule:{}",
+        decision.rule_name.clone().unwrap_or_default()
+    ));
 }
 
 /// A retry plan for a routing decision with fallbacks or a cascade.
