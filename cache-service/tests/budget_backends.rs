@@ -10,7 +10,8 @@
 #[path = "../../tests/src/redis.rs"]
 mod redis_server;
 
-use std::path::PathBuf;
+mod common;
+use common::{TempDir, temp_path};
 use std::sync::Arc;
 
 use redis_server::RedisServer;
@@ -595,26 +596,6 @@ async fn month_rollover(b: &Budgets) {
 }
 
 // ---------------------------------------------------------------- helpers
-
-fn temp_path(name: &str) -> PathBuf {
-    let dir = std::env::temp_dir().join(format!(
-        "tollgate-budget-test-{}-{name}-{}",
-        std::process::id(),
-        std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .unwrap()
-            .as_nanos()
-    ));
-    let _ = std::fs::remove_dir_all(&dir);
-    dir
-}
-
-struct TempDir(PathBuf);
-impl Drop for TempDir {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
-}
 
 fn redis() -> RedisServer {
     RedisServer::start().expect("cannot start redis-server (run `make setup`)")

@@ -12,7 +12,8 @@
 #[path = "../../tests/src/redis.rs"]
 mod redis_server;
 
-use std::path::PathBuf;
+mod common;
+use common::TempDir;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
@@ -35,29 +36,6 @@ use tower::ServiceExt;
 
 const TOKEN: &str = "s3cret-admin";
 const USD: u64 = 1_000_000_000_000;
-
-struct TempDir(PathBuf);
-
-impl TempDir {
-    fn new(name: &str) -> Self {
-        let dir = std::env::temp_dir().join(format!(
-            "tollgate-replicas-test-{}-{name}-{}",
-            std::process::id(),
-            std::time::SystemTime::now()
-                .duration_since(std::time::UNIX_EPOCH)
-                .unwrap()
-                .as_nanos()
-        ));
-        std::fs::create_dir_all(&dir).unwrap();
-        TempDir(dir)
-    }
-}
-
-impl Drop for TempDir {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
-}
 
 fn redis() -> redis_server::RedisServer {
     redis_server::RedisServer::start().expect("cannot start redis-server (run `make setup`)")

@@ -2,7 +2,8 @@
 //! the real service app served on a free loopback port (embedded stores in a temp dir).
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
-use std::path::PathBuf;
+mod common;
+use common::TempDir;
 use std::sync::Arc;
 
 use serde_json::{Value, json};
@@ -19,29 +20,6 @@ use tollgate_wire::{Api, Usage, UsageSource};
 
 const TOKEN: &str = "cli-admin-token";
 const BIN: &str = env!("CARGO_BIN_EXE_tollgate-cache-service");
-
-struct TempDir(PathBuf);
-
-impl TempDir {
-    fn new(name: &str) -> Self {
-        let dir = std::env::temp_dir().join(format!(
-            "tollgate-cli-test-{}-{name}-{}",
-            std::process::id(),
-            std::time::SystemTime::now()
-                .duration_since(std::time::UNIX_EPOCH)
-                .unwrap()
-                .as_nanos()
-        ));
-        std::fs::create_dir_all(&dir).unwrap();
-        TempDir(dir)
-    }
-}
-
-impl Drop for TempDir {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
-}
 
 /// A running service: its base URL; stops when dropped.
 struct Service {

@@ -4,7 +4,8 @@
 //! with the real model is `complexity.rs`.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
-use std::path::PathBuf;
+mod common;
+use common::TempDir;
 use std::sync::Arc;
 
 use serde_json::json;
@@ -15,26 +16,6 @@ use tollgate_cache_service::metrics::Metrics;
 use tollgate_cache_service::service::FileConfig;
 use tollgate_cache_service::store::EmbeddedStore;
 use tollgate_wire::admit::{AdmitRequest, CacheQuery};
-
-struct TempDir(PathBuf);
-
-impl TempDir {
-    fn new(name: &str) -> Self {
-        let dir = std::env::temp_dir().join(format!(
-            "tollgate-complexity-test-{}-{name}",
-            std::process::id()
-        ));
-        let _ = std::fs::remove_dir_all(&dir);
-        std::fs::create_dir_all(&dir).unwrap();
-        TempDir(dir)
-    }
-}
-
-impl Drop for TempDir {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
-}
 
 const EXAMPLES: &str = r#"{"prompt": "Prove that there are infinitely many primes.", "label": "complex"}
 {"prompt": "Design a distributed rate limiter and analyse its failure modes.", "label": "complex"}

@@ -3,8 +3,9 @@
 //! routing breakdowns, and names from request headers escaped.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
+mod common;
+use common::TempDir;
 use std::collections::BTreeMap;
-use std::path::PathBuf;
 use std::sync::Arc;
 
 use axum::body::Body;
@@ -24,29 +25,6 @@ use tower::ServiceExt;
 
 const TOKEN: &str = "dash-admin";
 const EVIL: &str = "<script>alert('x')</script>";
-
-struct TempDir(PathBuf);
-
-impl TempDir {
-    fn new(name: &str) -> Self {
-        let dir = std::env::temp_dir().join(format!(
-            "tollgate-dashboard-test-{}-{name}-{}",
-            std::process::id(),
-            std::time::SystemTime::now()
-                .duration_since(std::time::UNIX_EPOCH)
-                .unwrap()
-                .as_nanos()
-        ));
-        std::fs::create_dir_all(&dir).unwrap();
-        TempDir(dir)
-    }
-}
-
-impl Drop for TempDir {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
-}
 
 async fn state(dir: &TempDir, token: Option<&str>) -> Arc<AppState> {
     let file: FileConfig = serde_json::from_value(json!({})).unwrap();

@@ -9,8 +9,9 @@
 #[path = "../../tests/src/redis.rs"]
 mod redis_server;
 
+mod common;
+use common::{TempDir, temp_path};
 use std::collections::{BTreeMap, HashMap, HashSet};
-use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -565,26 +566,6 @@ async fn conformance(ledger: Arc<dyn Ledger>) {
     let r = ledger.query(&query(&[("to", "2025-12-31")])).await.unwrap();
     assert_eq!(r.totals.requests, data.len() as u64 - 1);
     ledger.ping().await.unwrap();
-}
-
-fn temp_path(name: &str) -> PathBuf {
-    let dir = std::env::temp_dir().join(format!(
-        "tollgate-ledger-test-{}-{name}-{}",
-        std::process::id(),
-        std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .unwrap()
-            .as_nanos()
-    ));
-    let _ = std::fs::remove_dir_all(&dir);
-    dir
-}
-
-struct TempDir(PathBuf);
-impl Drop for TempDir {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
 }
 
 fn redis() -> RedisServer {

@@ -12,7 +12,8 @@
 #[path = "../../tests/src/redis.rs"]
 mod redis_server;
 
-use std::path::PathBuf;
+mod common;
+use common::TempDir;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -36,29 +37,6 @@ use tollgate_wire::{Api, Usage, UsageSource};
 use tower::ServiceExt;
 
 const TOKEN: &str = "s3cret-admin";
-
-struct TempDir(PathBuf);
-
-impl TempDir {
-    fn new(name: &str) -> Self {
-        let dir = std::env::temp_dir().join(format!(
-            "tollgate-service-test-{}-{name}-{}",
-            std::process::id(),
-            std::time::SystemTime::now()
-                .duration_since(std::time::UNIX_EPOCH)
-                .unwrap()
-                .as_nanos()
-        ));
-        std::fs::create_dir_all(&dir).unwrap();
-        TempDir(dir)
-    }
-}
-
-impl Drop for TempDir {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
-}
 
 /// Thresholds calibrated for the real model mean nothing for the trigram fake: these tests use
 /// 0.9 unless they set one (the near-duplicates below score 0.90-0.95 with it).

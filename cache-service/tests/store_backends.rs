@@ -8,8 +8,9 @@
 #[path = "../../tests/src/redis.rs"]
 mod redis_server;
 
+mod common;
+use common::{TempDir, temp_path};
 use std::collections::{BTreeSet, HashSet};
-use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -302,26 +303,6 @@ async fn conformance(store: Arc<dyn Store>) {
     plain.embedding = None;
     store.put(&plain).await.unwrap();
     assert_eq!(store.get(plain.id).await.unwrap(), Some(plain));
-}
-
-fn temp_path(name: &str) -> PathBuf {
-    let dir = std::env::temp_dir().join(format!(
-        "tollgate-store-test-{}-{name}-{}",
-        std::process::id(),
-        std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .unwrap()
-            .as_nanos()
-    ));
-    let _ = std::fs::remove_dir_all(&dir);
-    dir
-}
-
-struct TempDir(PathBuf);
-impl Drop for TempDir {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
 }
 
 fn redis() -> RedisServer {
