@@ -270,6 +270,9 @@ pub fn now_nanos() -> u64 {
 }
 
 pub fn get_buffer(kind: BufferType, start: usize, max: usize) -> Result<Vec<u8>, HostError> {
+    if max == 0 {
+        return Ok(Vec::new()); // e.g. the empty end-of-stream callback: no host call
+    }
     let mut data: *mut u8 = null_mut();
     let mut size: usize = 0;
     // SAFETY: valid out-pointers; the returned buffer is adopted exactly once.

@@ -6,6 +6,7 @@ use std::collections::HashMap;
 use std::rc::Rc;
 
 use std::collections::VecDeque;
+use tollgate_core::config::AccessLogFormat;
 use tollgate_core::count::CountCache;
 use tollgate_core::metrics::{Cardinality, Counter, Tags, stat_name};
 
@@ -601,10 +602,19 @@ impl<H: Host> Stream<H> {
         let Some(outcome) = self.exchange.take_outcome() else {
             return;
         };
-        if self.config().is_none_or(|c| c.metrics.access_log) {
-            for (k, v) in outcome.properties() {
-                let _ = self.host.set_property(&format!("tollgate.{k}"), &v);
+        let format = self.config().map_or(Some(AccessLogFormat::Line), |c| {
+            c.metrics.access_log.then_some(c.metrics.access_log_format)
+        });
+        match format {
+            Some(AccessLogFormat::Line) => {
+                let _ = self.host.set_property("tollgate", &outcome.log_line());
             }
+            Some(AccessLogFormat::Fields) => {
+                for (k, v) in outcome.properties() {
+                    let _ = self.host.set_property(&format!("tollgate.{k}"), &v);
+                }
+            }
+            None => {}
         }
         if let Some(rec) = outcome.settle_record(self.host.now_nanos() / 1_000_000)
             && let Ok(mut p) = self.plugin.try_borrow_mut()
@@ -852,11 +862,9 @@ mod tests {
         let rh = fake.resp_headers.borrow();
         assert!(rh.contains(&("x-tollgate-completion-tokens".into(), "1".into())));
         assert!(rh.contains(&("x-tollgate-prompt-tokens".into(), "9".into())));
-        assert!(
-            fake.props
-                .borrow()
-                .contains(&("tollgate.tenant".into(), "t1".into()))
-        );
+        let props = fake.props.borrow();
+        assert_eq!(props[0].0, "tollgate");
+        assert!(props[0].1.starts_with("tenant=t1 "), "{props:?}");
         let m = fake.metrics.borrow();
         assert!(
             m.contains(&("tollgate_requests_total;tenant=t1;model=gpt-4o".into(), 1)),
@@ -894,11 +902,8 @@ mod tests {
         *fake.resp_body.borrow_mut() = br#"{"content":[{"type":"text","text":"x"}],"usage":{"input_tokens":3,"output_tokens":1}}"#.to_vec();
         let n = fake.resp_body.borrow().len();
         assert_eq!(s.on_response_body(n, true), Flow::Continue);
-        assert!(
-            fake.props
-                .borrow()
-                .contains(&("tollgate.completion_tokens".into(), "1".into()))
-        );
+        let props = fake.props.borrow();
+        assert!(props[0].1.contains(" completion_tokens=1 "), "{props:?}");
     }
 
     #[test]
@@ -1233,8 +1238,12 @@ mod tests {
     }
 
     #[test]
-    fn access_log_properties_can_be_turned_off() {
-        for (cfg, expect_props) in [("", true), (r#"{"metrics": {"accessLog": false}}"#, false)] {
+    fn access_log_properties_are_one_line_fields_or_off() {
+        for (cfg, expect_props) in [
+            ("", 1),
+            (r#"{"metrics": {"accessLogFormat": "fields"}}"#, 10),
+            (r#"{"metrics": {"accessLog": false}}"#, 0),
+        ] {
             let fake = Fake::default();
             *fake.req_headers.borrow_mut() =
                 h(&[(":method", "POST"), (":path", "/v1/chat/completions")]);
@@ -1253,7 +1262,13 @@ mod tests {
             s.on_response_body(n, true);
             s.on_log();
             let props = fake.props.borrow();
-            assert_eq!(!props.is_empty(), expect_props, "{cfg}: {props:?}");
+            assert_eq!(props.len(), expect_props, "{cfg}: {props:?}");
+            if expect_props == 1 {
+                assert_eq!(props[0].0, "tollgate");
+                assert!(props[0].1.contains(" model=gpt-4o "), "{props:?}");
+            } else if expect_props == 10 {
+                assert!(props.contains(&("tollgate.model".into(), "gpt-4o".into())));
+            }
             assert!(
                 fake.metrics
                     .borrow()

@@ -8,6 +8,8 @@
 pub mod abi;
 pub mod glue;
 pub mod host;
+#[cfg(feature = "phase-timing")]
+mod timing;
 
 use std::cell::RefCell;
 use std::rc::Rc;
@@ -118,9 +120,11 @@ impl RootContext for Root {
     }
 
     fn create_http_context(&self, context_id: u32) -> Option<Box<dyn HttpContext>> {
-        Some(Box::new(Http {
-            stream: Stream::new(EnvoyHost, self.plugin.clone(), context_id),
-        }))
+        phase(0, || {
+            Some(Box::new(Http {
+                stream: Stream::new(EnvoyHost, self.plugin.clone(), context_id),
+            }) as Box<dyn HttpContext>)
+        })
     }
 
     fn get_type(&self) -> Option<ContextType> {
@@ -130,6 +134,15 @@ impl RootContext for Root {
 
 struct Http {
     stream: Stream<EnvoyHost>,
+}
+
+/// Runs one callback; with the `phase-timing` feature, also times it (see `timing`).
+#[inline(always)]
+fn phase<R>(_phase: usize, f: impl FnOnce() -> R) -> R {
+    #[cfg(feature = "phase-timing")]
+    return timing::timed(_phase, f);
+    #[cfg(not(feature = "phase-timing"))]
+    f()
 }
 
 fn action(flow: Flow) -> Action {
@@ -153,11 +166,13 @@ impl Context for Http {
 
 impl HttpContext for Http {
     fn on_http_request_headers(&mut self, _num_headers: usize, end_of_stream: bool) -> Action {
-        action(self.stream.on_request_headers(end_of_stream))
+        phase(1, || action(self.stream.on_request_headers(end_of_stream)))
     }
 
     fn on_http_request_body(&mut self, body_size: usize, end_of_stream: bool) -> Action {
-        action(self.stream.on_request_body(body_size, end_of_stream))
+        phase(2, || {
+            action(self.stream.on_request_body(body_size, end_of_stream))
+        })
     }
 
     fn on_http_request_trailers(&mut self, _num_trailers: usize) -> Action {
@@ -165,11 +180,13 @@ impl HttpContext for Http {
     }
 
     fn on_http_response_headers(&mut self, _num_headers: usize, end_of_stream: bool) -> Action {
-        action(self.stream.on_response_headers(end_of_stream))
+        phase(3, || action(self.stream.on_response_headers(end_of_stream)))
     }
 
     fn on_http_response_body(&mut self, body_size: usize, end_of_stream: bool) -> Action {
-        action(self.stream.on_response_body(body_size, end_of_stream))
+        phase(4, || {
+            action(self.stream.on_response_body(body_size, end_of_stream))
+        })
     }
 
     fn on_http_response_trailers(&mut self, _num_trailers: usize) -> Action {
@@ -177,6 +194,6 @@ impl HttpContext for Http {
     }
 
     fn on_log(&mut self) {
-        self.stream.on_log();
+        phase(5, || self.stream.on_log());
     }
 }

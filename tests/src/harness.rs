@@ -43,6 +43,37 @@ pub fn envoy_binary() -> Result<PathBuf, String> {
     }
 }
 
+/// Parses a logfmt line (`k=v k="quoted \\"v\\""`), as the filter writes its access-log property.
+pub fn logfmt(line: &str) -> Vec<(String, String)> {
+    let mut out = Vec::new();
+    let mut chars = line.chars().peekable();
+    loop {
+        while chars.peek() == Some(&' ') {
+            chars.next();
+        }
+        let key: String = chars.by_ref().take_while(|c| *c != '=').collect();
+        if key.is_empty() {
+            return out;
+        }
+        let mut val = String::new();
+        if chars.peek() == Some(&'"') {
+            chars.next();
+            while let Some(c) = chars.next() {
+                match c {
+                    '\\' => val.extend(chars.next()),
+                    '"' => break,
+                    c => val.push(c),
+                }
+            }
+        } else {
+            while let Some(c) = chars.next_if(|c| *c != ' ') {
+                val.push(c);
+            }
+        }
+        out.push((key, val));
+    }
+}
+
 /// The filter module: `$TOLLGATE_WASM`, else the release build.
 pub fn filter_wasm() -> Result<PathBuf, String> {
     let p = std::env::var_os("TOLLGATE_WASM")
@@ -337,7 +368,8 @@ impl Envoy {
         self.admin_get("/stats/prometheus").await
     }
 
-    /// Access-log lines (JSON), waiting up to 5 s for at least `at_least` of them.
+    /// Access-log lines (JSON), waiting up to 5 s for at least `at_least` of them. The filter's
+    /// logfmt line (the `tollgate` field) is also spread into top-level keys (`cost_usd`, ...).
     pub async fn access_log(&self, at_least: usize) -> Vec<Value> {
         let deadline = Instant::now() + Duration::from_secs(5);
         loop {
@@ -345,6 +377,15 @@ impl Envoy {
                 .unwrap_or_default()
                 .lines()
                 .filter_map(|l| serde_json::from_str(l).ok())
+                .map(|mut v: Value| {
+                    let pairs = v.get("tollgate").and_then(Value::as_str).map(logfmt);
+                    if let (Some(pairs), Some(obj)) = (pairs, v.as_object_mut()) {
+                        for (k, val) in pairs {
+                            obj.insert(k, Value::String(val));
+                        }
+                    }
+                    v
+                })
                 .collect();
             if lines.len() >= at_least || Instant::now() > deadline {
                 return lines;
@@ -431,6 +472,21 @@ mod tests {
             "a: 1\n# tollgate-filter-begin\nfilter\n# tollgate-filter-end\nb: 2\n"
         );
         assert_eq!(strip_filter(&r), "a: 1\nb: 2\n");
+    }
+
+    #[test]
+    fn logfmt_reads_what_the_filter_writes() {
+        let got = logfmt(r#"tenant="team \"a\"=b" model="" cost_usd=0.5 result=ok"#);
+        let want = [
+            ("tenant", r#"team "a"=b"#),
+            ("model", ""),
+            ("cost_usd", "0.5"),
+            ("result", "ok"),
+        ];
+        assert_eq!(
+            got,
+            want.map(|(k, v)| (k.to_string(), v.to_string())).to_vec()
+        );
     }
 
     #[test]

@@ -31,6 +31,9 @@ struct Args {
     connections: u32,
     sizes: Vec<usize>,
     workers: u32,
+    /// `--phases`: the filter is a `phase-timing` build (`benches/phases.sh`); report the time
+    /// spent inside each callback and write nothing to `benches/results/`.
+    phases: bool,
 }
 
 fn args() -> Args {
@@ -40,6 +43,7 @@ fn args() -> Args {
         connections: 16,
         sizes: vec![2048, 32768],
         workers: 1,
+        phases: false,
     };
     let argv: Vec<String> = std::env::args().skip(1).collect();
     let mut i = 0;
@@ -50,6 +54,11 @@ fn args() -> Args {
             "--duration" => a.duration = v.parse().expect("--duration SECS"),
             "--connections" => a.connections = v.parse().expect("--connections N"),
             "--workers" => a.workers = v.parse().expect("--workers N"),
+            "--phases" => {
+                a.phases = true;
+                i += 1;
+                continue;
+            }
             "--sizes" => {
                 a.sizes = v
                     .split(',')
@@ -227,6 +236,33 @@ struct Run {
     rss_mib: f64,
     /// Envoy's CPU time per request served (user + system).
     cpu_us_per_req: f64,
+    /// `--phases`: mean µs per request inside each callback (name, µs), from the filter's log.
+    phases: Vec<(String, f64)>,
+}
+
+/// Averages the `phase timing` lines of a `phase-timing` filter build's log.
+fn phase_times(log: &str) -> Vec<(String, f64)> {
+    let mut sums: Vec<(String, f64)> = Vec::new();
+    let mut lines: f64 = 0.0;
+    for line in log.lines() {
+        let Some(rest) = line.split("phase timing ").nth(1) else {
+            continue;
+        };
+        lines += 1.0;
+        for field in rest.split_whitespace() {
+            let Some((name, v)) = field.split_once('=') else {
+                continue;
+            };
+            let Ok(v) = v.parse::<f64>() else { continue };
+            match sums.iter_mut().find(|(n, _)| n == name) {
+                Some((_, s)) => *s += v,
+                None => sums.push((name.to_string(), v)),
+            }
+        }
+    }
+    sums.into_iter()
+        .map(|(n, s)| (n, s / lines.max(1.0)))
+        .collect()
 }
 
 /// `stop`: the filter's `stopOnHeaders` (and Envoy's `allow_on_headers_stop_iteration`).
@@ -272,12 +308,19 @@ async fn measure(up: SocketAddr, with_filter: bool, stop: bool, script: &Path, a
     };
     let rss_mib = envoy.rss_kib().unwrap_or(0) as f64 / 1024.0;
     let startup = envoy.startup;
+    let phases = if a.phases {
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        phase_times(&envoy.log())
+    } else {
+        Vec::new()
+    };
     envoy.stop().await;
     Run {
         wrk: result,
         startup,
         rss_mib,
         cpu_us_per_req,
+        phases,
     }
 }
 
@@ -378,21 +421,37 @@ async fn main() {
                 w.rss_mib - base.rss_mib,
                 w.startup.as_millis()
             );
+            if a.phases {
+                let inside: f64 = w.phases.iter().map(|(_, v)| v).sum();
+                let parts: Vec<String> = w
+                    .phases
+                    .iter()
+                    .map(|(n, v)| format!("{n} {v:.1}"))
+                    .collect();
+                let _ = writeln!(
+                    summary,
+                    "  - inside the callbacks: {inside:.1} µs per request ({}); Envoy's work around them: {:.1} µs",
+                    parts.join(", "),
+                    w.cpu_us_per_req - base.cpu_us_per_req - inside
+                );
+            }
         }
     }
     md.push('\n');
     md.push_str(&summary);
-    let (one, three) = (idle_rss(up, 1).await, idle_rss(up, 3).await);
-    let _ = writeln!(
-        md,
-        "- memory: Envoy+filter RSS {one:.1} MiB with 1 worker (3 VMs), {three:.1} MiB with 3 workers (5 VMs): **{:.1} MiB per additional wasm VM**; the rest is V8 and the compiled module, paid once per process",
-        (three - one) / 2.0
-    );
+    if !a.phases {
+        let (one, three) = (idle_rss(up, 1).await, idle_rss(up, 3).await);
+        let _ = writeln!(
+            md,
+            "- memory: Envoy+filter RSS {one:.1} MiB with 1 worker (3 VMs), {three:.1} MiB with 3 workers (5 VMs): **{:.1} MiB per additional wasm VM**; the rest is V8 and the compiled module, paid once per process",
+            (three - one) / 2.0
+        );
+    }
     println!("{md}");
     let out = workspace_root().join("benches/results");
     let _ = std::fs::create_dir_all(&out);
     // An experiment with LOAD_CONFIG does not replace the committed results.
-    if std::env::var_os("LOAD_CONFIG").is_none() {
+    if std::env::var_os("LOAD_CONFIG").is_none() && !a.phases {
         let _ = std::fs::write(out.join("load.md"), &md);
     }
     let _ = std::fs::remove_dir_all(&dir);

@@ -252,6 +252,37 @@ impl Outcome {
         ]
     }
 
+    /// The access-log properties as one logfmt line (`key=value` pairs separated by spaces;
+    /// values with spaces, quotes, `=` or nothing at all are quoted).
+    pub fn log_line(&self) -> String {
+        let mut line = String::with_capacity(192);
+        for (k, v) in self.properties() {
+            if !line.is_empty() {
+                line.push(' ');
+            }
+            line.push_str(k);
+            line.push('=');
+            if !v.is_empty()
+                && !v.contains([' ', '"', '=', '\\'])
+                && !v.chars().any(char::is_control)
+            {
+                line.push_str(&v);
+                continue;
+            }
+            line.push('"');
+            for c in v.chars() {
+                match c {
+                    '"' => line.push_str("\\\""),
+                    '\\' => line.push_str("\\\\"),
+                    c if c.is_control() => line.push(' '),
+                    c => line.push(c),
+                }
+            }
+            line.push('"');
+        }
+        line
+    }
+
     /// `ok`, `upstream_error`, `incomplete`, or the rejection code.
     pub fn result(&self) -> &'static str {
         if let Some(k) = self.rejected {
@@ -2525,6 +2556,20 @@ mod tests {
         assert_eq!(get("prompt_tokens"), Some("11"));
         assert_eq!(get("cost_usd"), Some("0.0000475"));
         assert_eq!(get("result"), Some("ok"));
+        assert_eq!(
+            o.log_line(),
+            "tenant=acme api=openai_chat model=gpt-4o prompt_tokens=11 completion_tokens=2 \
+             cached_tokens=0 cost_usd=0.0000475 usage_source=provider stream=false result=ok"
+        );
+        let mut odd = o.clone();
+        odd.tenant = "team \"a\"=b".into();
+        odd.model = String::new();
+        assert!(
+            odd.log_line()
+                .starts_with(r#"tenant="team \"a\"=b" api=openai_chat model="" "#),
+            "{}",
+            odd.log_line()
+        );
     }
 
     mod cache {
