@@ -464,8 +464,32 @@ fn is_stop(w: &str) -> bool {
     STOPWORDS.contains(w)
 }
 
-/// Light singularisation, identical on both sides of a pair.
+/// Latin letters without their accents ("Perú" and "Peru" are one name; typed queries often
+/// drop accents).
+fn fold_accents(w: &str) -> std::borrow::Cow<'_, str> {
+    if w.is_ascii() {
+        return std::borrow::Cow::Borrowed(w);
+    }
+    w.chars()
+        .map(|c| match c {
+            'à' | 'á' | 'â' | 'ã' | 'ä' | 'å' => 'a',
+            'è' | 'é' | 'ê' | 'ë' => 'e',
+            'ì' | 'í' | 'î' | 'ï' => 'i',
+            'ò' | 'ó' | 'ô' | 'õ' | 'ö' => 'o',
+            'ù' | 'ú' | 'û' | 'ü' => 'u',
+            'ñ' => 'n',
+            'ç' => 'c',
+            'ý' | 'ÿ' => 'y',
+            c => c,
+        })
+        .collect::<String>()
+        .into()
+}
+
+/// Accents folded, light singularisation; identical on both sides of a pair.
 pub(crate) fn normalize_word(w: &str) -> String {
+    let folded = fold_accents(w);
+    let w = folded.as_ref();
     let n = w.chars().count();
     if n <= 3 || !w.is_ascii() {
         return w.to_string();
@@ -1425,21 +1449,41 @@ fn swapped(a: &Analysis, b: &Analysis) -> bool {
             } else {
                 continue;
             };
-            // close to each other on both sides (at most one content word between: the pivot) ...
+            // close to each other on both sides ...
             let between = |keys: &[(String, usize, bool)], lo: usize, hi: usize| {
                 keys.iter()
                     .filter(|(_, p, m)| !*m && lo < *p && *p < hi)
                     .count()
             };
-            if between(&ka, first_a, second_a) > 1 || between(&kb, second_b, first_b) > 1 {
+            let (gap_a, gap_b) = (
+                between(&ka, first_a, second_a),
+                between(&kb, second_b, first_b),
+            );
+            if gap_a.max(gap_b) > 3 {
                 continue;
             }
-            // ... with a pivot between them on both sides: X P Y vs Y P X
+            // further apart, only words that can trade roles: both names or both common words,
+            // not manner words ("In Python, reverse a list quickly" / "quickly reverse a list in
+            // Python" moves the ends, nobody trades a role)
+            let role_like = |i: usize| a.words.get(i).is_some_and(|w| !w.raw.ends_with("ly"));
+            let same_sort = a.words.get(first_a).map(|w| w.name_like)
+                == a.words.get(second_a).map(|w| w.name_like);
+            if (gap_a > 1 || gap_b > 1) && !(same_sort && role_like(first_a) && role_like(second_a))
+            {
+                continue;
+            }
+            // ... with a shared word between them on both sides: X P Y vs Y P X ("a US citizen
+            // sponsors a Canadian spouse" / "a Canadian citizen sponsors a US spouse")
             if shared
                 .iter()
                 .any(|&(pa, pb, _)| first_a < pa && pa < second_a && second_b < pb && pb < first_b)
             {
                 return true;
+            }
+            // ... or a direction marker between them on both sides, at most one content word
+            // apart: X to Y vs Y to X
+            if gap_a > 1 || gap_b > 1 {
+                continue;
             }
             let markers_b = marker_between(&kb, second_b, first_b);
             if marker_between(&ka, first_a, second_a)
@@ -1698,6 +1742,45 @@ mod tests {
             "I want the newsletter",
             Negation,
         );
+        assert_reject(
+            "Which ingredients are fine on a keto diet?",
+            "Which ingredients should be avoided on a keto diet?",
+            Negation,
+        );
+        assert_reject(
+            "How do I activate my account?",
+            "How do I deactivate my account?",
+            Negation,
+        );
+    }
+
+    #[test]
+    fn negation_in_other_languages() {
+        use GuardReason::Negation;
+        assert_reject(
+            "¿Cómo activo las notificaciones?",
+            "¿Cómo desactivo las notificaciones?",
+            Negation,
+        );
+        assert_reject(
+            "Comment activer le Wi-Fi ?",
+            "Comment désactiver le Wi-Fi ?",
+            Negation,
+        );
+        assert_reject(
+            "Ist das Museum am Montag geöffnet?",
+            "Ist das Museum am Montag nicht geöffnet?",
+            Negation,
+        );
+        assert_reject(
+            "Posso viaggiare con il passaporto scaduto?",
+            "Posso viaggiare senza il passaporto scaduto?",
+            Negation,
+        );
+        assert_pass(
+            "¿Cuál es la mejor época para visitar Perú?",
+            "cual es la mejor epoca para visitar peru",
+        );
     }
 
     #[test]
@@ -1859,6 +1942,22 @@ mod tests {
             "A room for 1 adult and 2 children",
             Swap,
         );
+        // roles traded around a shared verb, a few words apart
+        assert_reject(
+            "Can an employer sue a former employee?",
+            "Can a former employee sue an employer?",
+            Swap,
+        );
+        assert_reject(
+            "Can a US company hire a German contractor?",
+            "Can a German company hire a US contractor?",
+            Swap,
+        );
+        assert_reject(
+            "Does the tenant pay the agent when the landlord renews?",
+            "Does the landlord pay the agent when the tenant renews?",
+            Swap,
+        );
     }
 
     #[test]
@@ -1874,6 +1973,14 @@ mod tests {
         assert_pass(
             "What's the time difference between London and Tokyo?",
             "Time difference between Tokyo and London?",
+        );
+        assert_pass(
+            "In Python, how do I reverse a list quickly?",
+            "How do I quickly reverse a list in Python?",
+        );
+        assert_pass(
+            "As an adult, what is the best way to learn Spanish quickly?",
+            "What is the best way to learn Spanish quickly as an adult?",
         );
     }
 

@@ -1,4 +1,5 @@
-//! Word lists behind the guards. English only (numbers are handled in any script elsewhere).
+//! Word lists behind the guards. English, plus the plain negators and negating prefixes of
+//! Spanish, French, German, Italian and Portuguese (numbers are handled in any script elsewhere).
 //!
 //! Written from general knowledge (common antonyms, calendar words, well-known places, languages,
 //! software and brands), not from the labelled pairs: the pairs measure how well these lists
@@ -12,7 +13,13 @@ pub(crate) const NEGATORS: &[&str] = &[
     "cannot",
     "non", // "non" alone comes from "non-refundable", "non-members"
     // verbs that mean "not do" in questions ("stop" too, before a gerund: see guards)
-    "avoid", "avoiding", "prevent", "preventing", "refrain",
+    "avoid", "avoids", "avoided", "avoiding", "prevent", "prevents", "prevented", "preventing",
+    "refrain", "refrains", "refrained",
+    // other languages ("no" and "non" are above): es nunca / jamás / sin; fr pas / jamais /
+    // sans ("ne" goes with "pas": one negation, so only "pas" counts); de nicht / kein / nie /
+    // ohne; it mai / senza; pt não / nunca / sem is left out ("SEM" in English)
+    "nunca", "jamás", "jamas", "pas", "jamais", "sans", "nicht", "kein", "keine", "keinen",
+    "keinem", "keiner", "nie", "ohne", "senza", "não", "nao",
 ];
 
 /// Contractions written without an apostrophe (common in typed queries): word -> base verb.
@@ -25,8 +32,11 @@ pub(crate) const BARE_NEGATED: &[(&str, &str)] = &[
 ];
 
 /// Prefixes that negate a word whose base also appears in the pair ("lock"/"unlock",
-/// "refundable"/"nonrefundable", "legal"/"illegal"). Longest first.
-pub(crate) const NEG_PREFIXES: &[&str] = &["non", "dis", "un", "in", "im", "il", "ir"];
+/// "refundable"/"nonrefundable", "legal"/"illegal", "activate"/"deactivate", Spanish
+/// "activo"/"desactivo", French "activer"/"désactiver"). Longest first.
+pub(crate) const NEG_PREFIXES: &[&str] = &[
+    "non", "dis", "des", "dés", "un", "in", "im", "il", "ir", "de",
+];
 
 /// Pairs of opposite poles. A pair is rejected when one side uses only one pole of a concept
 /// and the other only the opposite pole. Entries are words or two-word phrases (normalised
