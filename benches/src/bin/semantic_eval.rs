@@ -1,14 +1,14 @@
 //! Semantic-cache correctness on labelled pairs: plain cosine vs cosine + guards.
 //!
-//! Scores `cache-service/data/pairs/{dev,test,holdout,holdout2}.jsonl` with the real embedding
-//! model
-//! (all-MiniLM-L6-v2, int8 ONNX) and the guards, then:
-//! 1. on **dev**, for each mode, chooses the threshold with the highest hit rate on true
-//!    duplicates (repeats + paraphrases) whose false-hit rate on hard negatives (every `!same`
-//!    kind but `unrelated`) is at most `--max-false-hits` (default 1%);
-//! 2. on **holdout2** (written after the current guards were frozen), **holdout** and **test**
-//!    (seen by earlier versions, see `HISTORY`), reports the hit rate
-//!    and false-hit rates at those thresholds, the false hits and guard rejections by kind, and
+//! Scores `cache-service/data/pairs/{dev,test,holdout,holdout2,holdout3,holdout4}.jsonl` with the
+//! real embedding model (all-MiniLM-L6-v2, int8 ONNX) and the guards, then:
+//! 1. on **dev**, for cosine only and cosine + guards, chooses the threshold with the highest
+//!    hit rate on true duplicates (repeats + paraphrases) whose false-hit rate on hard negatives
+//!    (every `!same` kind but `unrelated`) is at most `--max-false-hits` (default 1%); a third
+//!    mode is the service as shipped (guards on, `DEFAULT_THRESHOLD`);
+//! 2. on **holdout4** (written before the current guards were frozen, never seen by them),
+//!    and the sets seen by earlier versions (see `HISTORY`), reports the hit rate and
+//!    false-hit rates at those thresholds, the false hits and guard rejections by kind, and
 //!    the per-threshold table;
 //! 3. measures guard latency on the evaluation pairs.
 //!
@@ -81,38 +81,33 @@ struct Mode {
     name: &'static str,
     guards: bool,
     chosen: Option<ThresholdStats>,
+    /// The service's shipped threshold rather than one chosen on dev.
+    shipped: bool,
 }
 
 /// Earlier evaluations, before the fixes their errors prompted (recorded here because the sets
 /// they ran on have not been held out since).
 const HISTORY: &str = "\
-## History: earlier held-out runs, and what changed after each
-
-Each evaluation set was run once while still unseen; its errors were then inspected and the \
-guards fixed in general form, after which that set no longer counts as held out and a new set \
-was written for the next version. Thresholds were always chosen on dev with the rule above.
-
-| guards | set (unseen at the time) | threshold | hit rate on true duplicates | false hits, hard negatives |
-|---|---|---:|---:|---:|
-| none (cosine only) | test.jsonl | 0.999 | 5.6% (15/270) | 0.0% (0/274) |
-| v1 | test.jsonl | 0.865 | 54.8% (148/270) | **3.3% (9/274)** |
-| none (cosine only) | holdout.jsonl | 0.999 | 10.8% (13/120) | 0.0% (0/115) |
-| v2 | holdout.jsonl | 0.864 | 57.5% (69/120) | **7.0% (8/115)** |
-
-- v1 -> v2, after v1's 9 wrong answers on test (4 swaps, 5 scope changes): a direction word \
-repeated in a question (\"a way *to* send money from the US *to* India\") hid the swap; \"for\" \
-became a pivot (\"exchange economy *for* business\"); \"within\" joined the `before` pole; a \
-`place` class (home / abroad / domestic) and \"self\" (self-employed) were added; all-caps stop \
-words (\"OK\") stopped counting as names and all-caps \"APR\" as a month. `holdout.jsonl` (240 \
-new pairs) was written after v2.
-- v2 -> v3, after v2's 8 wrong answers on holdout (5 antonyms missing from the hand-written \
-list: high/low, left/right, up/down, enable/stop, allow/forbidden; 3 swaps): the 3,364 direct \
-antonym pairs of WordNet 3.0 became opposite poles (filtered of stop words and senses that are \
-not opposites in questions); a negator attached to a pole word counts as the opposite pole only \
-when the other side has that concept; \"less X\" flips X; names keep their spelling (\"https\" is \
-not the plural of \"http\"); a capitalised word mid-sentence is a name even if it is a common \
-word (\"Go\"). `holdout2.jsonl` (200 new pairs) was written after v3 and is evaluated once, \
-below: it is the only set here unseen by the current guards (v3).\n";
+## History: earlier held-out runs, and what changed after each\n\
+\n\
+Each evaluation set was run once while still unseen; its errors were then inspected and the guards fixed in general form, after which that set no longer counts as held out and a new set was written for the next version. Thresholds were always chosen on dev with the rule above.\n\
+\n\
+| guards | set (unseen at the time) | threshold | hit rate on true duplicates | false hits, hard negatives |\n\
+|---|---|---:|---:|---:|\n\
+| none (cosine only) | test.jsonl | 0.999 | 5.6% (15/270) | 0.0% (0/274) |\n\
+| v1 | test.jsonl | 0.865 | 54.8% (148/270) | **3.3% (9/274)** |\n\
+| none (cosine only) | holdout.jsonl | 0.999 | 10.8% (13/120) | 0.0% (0/115) |\n\
+| v2 | holdout.jsonl | 0.864 | 57.5% (69/120) | **7.0% (8/115)** |\n\
+| v3 | holdout2.jsonl | 0.858 | 60.0% (60/100) | **7.3% (7/96)** |\n\
+| v3, default 0.95 (chosen after this set was seen: not a held-out figure) | holdout2.jsonl | 0.950 | 49.0% (49/100) | **2.1% (2/96)** |\n\
+| none (cosine only) | holdout3.jsonl | 0.999 | 5.0% (6/120) | 0.0% (0/115) |\n\
+| v3 | holdout3.jsonl | 0.858 | 66.7% (80/120) | **7.0% (8/115)** |\n\
+| v3, shipped default | holdout3.jsonl | 0.950 | 45.8% (55/120) | **4.3% (5/115)** |\n\
+\n\
+- v1 -> v2, after v1's 9 wrong answers on test (4 swaps, 5 scope changes): a direction word repeated in a question (\"a way *to* send money from the US *to* India\") hid the swap; \"for\" became a pivot (\"exchange economy *for* business\"); \"within\" joined the `before` pole; a `place` class (home / abroad / domestic) and \"self\" (self-employed) were added; all-caps stop words (\"OK\") stopped counting as names and all-caps \"APR\" as a month. `holdout.jsonl` (240 new pairs) was written after v2.\n\
+- v2 -> v3, after v2's 8 wrong answers on holdout (5 antonyms missing from the hand-written list: high/low, left/right, up/down, enable/stop, allow/forbidden; 3 swaps): the 3,364 direct antonym pairs of WordNet 3.0 became opposite poles (filtered of stop words and senses that are not opposites in questions); a negator attached to a pole word counts as the opposite pole only when the other side has that concept; \"less X\" flips X; names keep their spelling (\"https\" is not the plural of \"http\"); a capitalised word mid-sentence is a name even if it is a common word (\"Go\"). `holdout2.jsonl` (200 new pairs) was written after v3 and evaluated once, below.\n\
+- v3, unchanged after holdout2 (instead the service's default threshold was set to 0.95 in 1dcf1be, chosen after seeing test, holdout and holdout2): `holdout3.jsonl` (240 new pairs) was written after the holdout2 run and evaluated once at the shipped default, (that run and its error analysis: `benches/results/semantic-holdout3-v3.md`).\n\
+- v3 -> v4, after v3's 5 wrong answers on holdout3 at the shipped default (3 role swaps, 2 negations) and holdout2's: roles traded around a shared word count as a swap up to three content words apart (\"a US citizen sponsors a Canadian spouse\" / \"a Canadian citizen sponsors a US spouse\"), between two names or two common words (not a manner word moved with a phrase); the plain negators and negating prefixes of Spanish, French, German, Italian and Portuguese (\"activo\" / \"desactivo\", \"nicht\", \"senza\"), inflected \"avoided\" / \"prevented\", the prefix \"de-\" (\"activate\" / \"deactivate\"); accents folded (\"Perú\" = \"Peru\"). v4 was committed (028e5d2) before `holdout4.jsonl` (240 new pairs, written by an agent that did not see the guards, committed in 1d1ded9) was scored for the first time, in this report: holdout4 is the only set here unseen by the current guards.\n";
 
 fn main() {
     let args = args();
@@ -132,7 +127,12 @@ fn main() {
         "test.jsonl",
         calibrate::load_pairs(&args.data.join("test.jsonl")).unwrap(),
     )];
-    for name in ["holdout.jsonl", "holdout2.jsonl"] {
+    for name in [
+        "holdout.jsonl",
+        "holdout2.jsonl",
+        "holdout3.jsonl",
+        "holdout4.jsonl",
+    ] {
         let path = args.data.join(name);
         if path.exists() {
             sets.insert(0, (name, calibrate::load_pairs(&path).unwrap()));
@@ -154,16 +154,32 @@ fn main() {
             name: "cosine only",
             guards: false,
             chosen: None,
+            shipped: false,
         },
         Mode {
             name: "cosine + guards",
             guards: true,
             chosen: None,
+            shipped: false,
+        },
+        Mode {
+            name: "**as shipped** (guards, default threshold)",
+            guards: true,
+            chosen: None,
+            shipped: true,
         },
     ];
     let dev_hard = hard(&dev);
     for m in &mut modes {
-        m.chosen = choose_by_false_hits(&sweep(&dev_hard, &grid, m.guards), args.max_false_hits);
+        m.chosen = if m.shipped {
+            Some(stats_at(
+                &dev_hard,
+                f64::from(tollgate_cache_service::service::DEFAULT_THRESHOLD),
+                true,
+            ))
+        } else {
+            choose_by_false_hits(&sweep(&dev_hard, &grid, m.guards), args.max_false_hits)
+        };
     }
 
     let mut md = String::new();
@@ -259,7 +275,7 @@ fn main() {
     let _ = writeln!(md, "|---|---|---:|---:|---:|");
     for (set, pairs) in eval_rows.iter().copied() {
         let h = hard(pairs);
-        for m in &modes {
+        for m in modes.iter().filter(|m| !m.shipped) {
             match choose_by_false_hits(&sweep(&h, &grid, m.guards), args.max_false_hits) {
                 Some(c) => {
                     let _ = writeln!(
@@ -337,7 +353,10 @@ fn write_set_details(
     modes: &[Mode],
 ) {
     let _ = writeln!(md, "## {set}\n");
-    let _ = writeln!(md, "### By kind, at the thresholds chosen on dev\n");
+    let _ = writeln!(
+        md,
+        "### By kind, at the thresholds chosen on dev and as shipped\n"
+    );
     let chosen: Vec<(&Mode, f64)> = modes
         .iter()
         .filter_map(|m| m.chosen.as_ref().map(|c| (m, c.threshold)))
@@ -348,7 +367,7 @@ fn write_set_details(
         let _ = write!(header, " served: {} @ {:.3} |", m.name, t);
         rule.push_str("---:|");
     }
-    header.push_str(" guard rejections above the guarded threshold |");
+    header.push_str(" guard rejections above the shipped threshold |");
     rule.push_str("---|");
     let _ = writeln!(md, "{header}\n{rule}");
     let per_mode: Vec<BTreeMap<String, calibrate::KindStats>> = chosen
@@ -387,7 +406,7 @@ fn write_set_details(
     }
     let _ = writeln!(md);
 
-    if let Some((m, t)) = chosen.iter().find(|(m, _)| m.guards) {
+    for (m, t) in chosen.iter().filter(|(m, _)| m.guards) {
         let wrong: Vec<(&ScoredPair, &LabelledPair)> = scored
             .iter()
             .zip(pairs)
@@ -395,7 +414,8 @@ fn write_set_details(
             .collect();
         let _ = writeln!(
             md,
-            "False hits of cosine + guards at {t:.3} ({}):\n",
+            "False hits of {} at {t:.3} ({}):\n",
+            m.name,
             wrong.len()
         );
         for (s, p) in wrong {
@@ -481,7 +501,7 @@ fn write_dataset(md: &mut String, sets: &[(&str, &[LabelledPair])]) {
         md,
         "`cache-service/data/pairs/` (see its README): {total} pairs. `dev` and `test`: `fow-cache` 0.1.0 \
          question pairs (CC BY 4.0) and project-authored pairs (CC0), split by a fixed rule, stratified \
-         by source and kind. `holdout` and `holdout2`: project-authored pairs, each written after a \
+         by source and kind. `holdout` to `holdout4`: project-authored pairs, each written after a \
          version of the guards was frozen (see History).\n"
     );
     let mut header = String::from("| kind | same |");
