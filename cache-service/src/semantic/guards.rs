@@ -464,6 +464,19 @@ fn is_stop(w: &str) -> bool {
     STOPWORDS.contains(w)
 }
 
+/// Function words of French, Spanish, German, Italian and Portuguese that are not English words
+/// ("die", "den" are). Stop words like the English ones, except that in capitals they may be
+/// names or codes ("LA", "IL", "DOS", "ET").
+fn is_foreign_stop(w: &str) -> bool {
+    #[rustfmt::skip]
+    const WORDS: &[&str] = &[
+        "le", "la", "les", "il", "elle", "ils", "elles", "du", "des", "une", "et", "ou", "dans",
+        "pour", "avec", "est", "el", "los", "las", "y", "para", "por", "es", "una", "der", "das",
+        "und", "oder", "ist", "ein", "eine", "dem", "gli", "di", "um", "uma", "dos",
+    ];
+    WORDS.contains(&w)
+}
+
 /// Latin letters without their accents ("Perú" and "Peru" are one name; typed queries often
 /// drop accents).
 fn fold_accents(w: &str) -> std::borrow::Cow<'_, str> {
@@ -735,10 +748,10 @@ fn build_words(raw: &[RawToken], a: &mut Analysis) {
                 let mixed = uppers > 0 && letters.first().is_some_and(|c| c.is_lowercase())
                     || (uppers >= 2 && uppers < letters.len());
                 let initial_cap = letters.first().is_some_and(|c| c.is_uppercase());
-                let stop = is_stop(&base);
+                let stop = is_stop(&base) || is_foreign_stop(&base);
                 let name_like = case_is_signal
                     && base != "i"
-                    && ((all_caps && (!stop || base == "us"))
+                    && ((all_caps && (!is_stop(&base) || base == "us"))
                         || (!stop && mixed)
                         || (initial_cap && !all_caps && !t.sentence_start));
                 // names keep their spelling ("https" is not the plural of "http")
@@ -809,8 +822,14 @@ fn split_negation(lower: &str) -> (String, bool) {
     if lower == "cannot" {
         return ("can".to_string(), true);
     }
+    let lower = lower.replace('\u{2019}', "'");
     match lower.split_once('\'') {
         Some(("o", rest)) => (format!("o{rest}"), false), // o'clock
+        // French / Italian elision: "d'amande", "l'aéroport", "qu'il", "dell'hotel"
+        Some((
+            "d" | "l" | "j" | "n" | "s" | "c" | "m" | "t" | "qu" | "dell" | "all" | "nell",
+            rest,
+        )) if rest.chars().count() >= 3 => (rest.to_string(), false),
         Some((head, _)) if !head.is_empty() => (head.to_string(), false),
         _ => (lower.to_string(), false),
     }
@@ -881,6 +900,20 @@ fn numbers_differ(a: &Analysis, b: &Analysis) -> Option<GuardReason> {
     let hard_left = left.iter().any(|n| !n.soft) || right.iter().any(|n| !n.soft);
     let soft_both = !left.is_empty() && !right.is_empty();
     if !(hard_left || soft_both) {
+        // the same numbers in another order: "what percentage of 80 is 20" / "... of 20 is 80"
+        fn order(x: &Analysis) -> Vec<&str> {
+            let mut seen: Vec<&str> = Vec::new();
+            for n in x.numbers.iter().filter(|n| !n.soft && !n.date_like) {
+                if !seen.contains(&n.value.as_str()) {
+                    seen.push(&n.value);
+                }
+            }
+            seen
+        }
+        let (oa, ob) = (order(a), order(b));
+        if oa.len() >= 2 && oa.len() == ob.len() && oa != ob {
+            return Some(GuardReason::Swap);
+        }
         return None;
     }
     if left.iter().chain(right.iter()).any(|n| n.date_like) {
@@ -1127,6 +1160,12 @@ fn is_negator(words: &[Word], i: usize) -> bool {
         "free" => w.hyphenated,
         // "hold off charging my card"
         "hold" | "holding" => next.is_some_and(|x| x.raw == "off"),
+        // Spanish / Portuguese "stop doing": "dejar de seguir", "deixar de pagar"
+        "dejar" | "deja" | "dejo" | "dejas" | "dejé" | "deixar" | "deixa" | "deixo" => {
+            next.is_some_and(|x| x.raw == "de")
+        }
+        // German "-free": "glutenfrei", "zuckerfrei"
+        r if r.len() >= 7 && r.ends_with("frei") => true,
         r => lexicon::NEGATORS.contains(&r),
     }
 }
@@ -1390,6 +1429,118 @@ fn pivot_marker(w: &str) -> Option<&'static str> {
 }
 
 fn swapped(a: &Analysis, b: &Analysis) -> bool {
+    word_swapped(a, b) || phrase_swapped(a, b) || wh_roles_swapped(a, b)
+}
+
+/// Content words (norms) of `x` from `from` to `to` (exclusive), numbers included.
+fn content(x: &Analysis, from: usize, to: usize) -> Vec<&str> {
+    x.words
+        .get(from..to.min(x.words.len()))
+        .unwrap_or(&[])
+        .iter()
+        .filter(|w| (!w.stop || w.name_like) && pivot_marker(&w.raw).is_none())
+        .map(|w| w.norm.as_str())
+        .collect()
+}
+
+/// Multi-word phrases traded across a direction marker after the same head word: "convert a
+/// Unix timestamp to an ISO date string" / "convert an ISO date string to a Unix timestamp".
+fn phrase_swapped(a: &Analysis, b: &Analysis) -> bool {
+    // (content before the marker since the previous one, content after it until the next)
+    #[allow(clippy::type_complexity)]
+    fn sides(x: &Analysis) -> Vec<(&'static str, Vec<&str>, Vec<&str>)> {
+        let ms: Vec<(usize, &'static str)> = x
+            .words
+            .iter()
+            .enumerate()
+            .filter_map(|(i, w)| pivot_marker(&w.raw).filter(|m| *m != "for").map(|m| (i, m)))
+            .collect();
+        ms.iter()
+            .enumerate()
+            .map(|(k, &(p, m))| {
+                let lo = if k == 0 { 0 } else { ms[k - 1].0 + 1 };
+                let hi = ms.get(k + 1).map_or(x.words.len(), |n| n.0);
+                (m, content(x, lo, p), content(x, p + 1, hi))
+            })
+            .collect()
+    }
+    let (sa, sb) = (sides(a), sides(b));
+    for (ma, la, ra) in &sa {
+        for (mb, lb, rb) in &sb {
+            if ma != mb {
+                continue;
+            }
+            let moved_l: Vec<&&str> = la
+                .iter()
+                .filter(|w| rb.contains(w) && !lb.contains(w))
+                .collect();
+            let moved_r: Vec<&&str> = ra
+                .iter()
+                .filter(|w| lb.contains(w) && !rb.contains(w))
+                .collect();
+            let head = la
+                .iter()
+                .any(|w| lb.contains(w) && !ra.contains(w) && !rb.contains(w));
+            if !moved_l.is_empty() && !moved_r.is_empty() && head {
+                return true;
+            }
+        }
+    }
+    false
+}
+
+/// Same verb forms: "beat"/"beat", "influence"/"influenced", "play"/"played".
+fn verb_eq(x: &str, y: &str) -> bool {
+    let stem = |w: &str| {
+        w.strip_suffix("ed")
+            .or_else(|| w.strip_suffix('d'))
+            .or_else(|| w.strip_suffix('s'))
+            .unwrap_or(w)
+            .to_string()
+    };
+    x == y || stem(x) == stem(y) || stem(x) == y || x == stem(y)
+}
+
+/// A wh-question asking for the object on one side and for the subject on the other: "Who did
+/// Germany beat?" / "Who beat Germany?".
+fn wh_roles_swapped(a: &Analysis, b: &Analysis) -> bool {
+    let shape = |x: &Analysis| -> Option<bool> {
+        let first = x.words.first()?;
+        if !matches!(first.raw.as_str(), "who" | "whom" | "what" | "which") {
+            return None;
+        }
+        Some(matches!(
+            x.words.get(1).map(|w| w.raw.as_str()),
+            Some("did" | "does" | "do")
+        ))
+    };
+    let (Some(aux_a), Some(aux_b)) = (shape(a), shape(b)) else {
+        return false;
+    };
+    if aux_a == aux_b {
+        return false;
+    }
+    // `s` asks for the object (wh + do + subject + verb), `o` for the subject (wh + verb + object)
+    let (s, o) = if aux_a { (a, b) } else { (b, a) };
+    let Some(verb) = o.words.get(1).filter(|w| !w.stop && !w.is_num) else {
+        return false;
+    };
+    let Some(vs) = s
+        .words
+        .iter()
+        .skip(2)
+        .position(|w| verb_eq(&w.norm, &verb.norm))
+    else {
+        return false;
+    };
+    let vs = vs + 2;
+    // a content word before the verb in `s` (its subject) that comes after the verb in `o`
+    content(s, 2, vs)
+        .iter()
+        .any(|x| content(o, 2, o.words.len()).contains(x))
+}
+
+fn word_swapped(a: &Analysis, b: &Analysis) -> bool {
     // (key, position) of content words and pivot markers, keeping keys that occur once per side
     fn keys(x: &Analysis) -> Vec<(String, usize, bool)> {
         let mut out: Vec<(String, usize, bool)> = Vec::new();
@@ -1469,6 +1620,23 @@ fn swapped(a: &Analysis, b: &Analysis) -> bool {
             let same_sort = a.words.get(first_a).map(|w| w.name_like)
                 == a.words.get(second_a).map(|w| w.name_like);
             if (gap_a > 1 || gap_b > 1) && !(same_sort && role_like(first_a) && role_like(second_a))
+            {
+                continue;
+            }
+            // a phrase moved to the front is not a role ("In Rust, ..." / "... in Rust?")
+            let fronted = |x: &Analysis, i: usize| {
+                i <= 2
+                    && x.words.first().is_some_and(|w| {
+                        matches!(
+                            w.raw.as_str(),
+                            "in" | "on" | "for" | "with" | "using" | "within" | "inside" | "under"
+                        )
+                    })
+            };
+            if fronted(a, first_a)
+                || fronted(a, second_a)
+                || fronted(b, first_b)
+                || fronted(b, second_b)
             {
                 continue;
             }
@@ -1758,6 +1926,21 @@ mod tests {
     fn negation_in_other_languages() {
         use GuardReason::Negation;
         assert_reject(
+            "Which groups have access to the billing page?",
+            "Which groups lack access to the billing page?",
+            Negation,
+        );
+        assert_reject(
+            "¿Cómo puedo seguir una lista en X?",
+            "¿Cómo puedo dejar de seguir una lista en X?",
+            Negation,
+        );
+        assert_reject(
+            "Welche Biere sind alkoholhaltig?",
+            "Welche Biere sind alkoholfrei?",
+            Negation,
+        );
+        assert_reject(
             "¿Cómo activo las notificaciones?",
             "¿Cómo desactivo las notificaciones?",
             Negation,
@@ -1961,7 +2144,40 @@ mod tests {
     }
 
     #[test]
+    fn phrases_numbers_and_question_roles_swapped() {
+        use GuardReason::Swap;
+        assert_reject(
+            "How do I convert a JSON string to a Python dict?",
+            "How do I convert a Python dict to a JSON string?",
+            Swap,
+        );
+        assert_reject(
+            "What is 15 percent of 60?",
+            "What is 60 percent of 15?",
+            Swap,
+        );
+        assert_reject(
+            "Who did Spain beat in the final?",
+            "Who beat Spain in the final?",
+            Swap,
+        );
+        assert_reject(
+            "Le beurre peut-il remplacer l'huile d'olive ?",
+            "L'huile d'olive peut-elle remplacer le beurre ?",
+            Swap,
+        );
+    }
+
+    #[test]
     fn reordered_but_same_roles_pass() {
+        assert_pass(
+            "How do I convert a String to a &str in Rust?",
+            "In Rust, what's the way to get a &str from a String?",
+        );
+        assert_pass(
+            "Who won the 2018 World Cup?",
+            "Who was the winner of the 2018 World Cup?",
+        );
         assert_pass(
             "For my subscription, how do I turn off auto-renewal?",
             "How do I turn off auto-renewal for my subscription?",

@@ -14,7 +14,7 @@ pub(crate) const NEGATORS: &[&str] = &[
     "non", // "non" alone comes from "non-refundable", "non-members"
     // verbs that mean "not do" in questions ("stop" too, before a gerund: see guards)
     "avoid", "avoids", "avoided", "avoiding", "prevent", "prevents", "prevented", "preventing",
-    "refrain", "refrains", "refrained",
+    "refrain", "refrains", "refrained", "lack", "lacks", "lacking", "lacked",
     // other languages ("no" and "non" are above): es nunca / jamás / sin; fr pas / jamais /
     // sans ("ne" goes with "pas": one negation, so only "pas" counts); de nicht / kein / nie /
     // ohne; it mai / senza; pt não / nunca / sem is left out ("SEM" in English)
