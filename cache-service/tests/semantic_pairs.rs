@@ -31,10 +31,20 @@ const FILES: &[&str] = &[
     "holdout.jsonl",
     "holdout2.jsonl",
     "holdout3.jsonl",
+    "holdout4.jsonl",
+    "holdout5.jsonl",
+    "holdout6.jsonl",
 ];
 
 /// The sets written after a version of the guards, each evaluated once while unseen.
-const HOLDOUTS: &[&str] = &["holdout.jsonl", "holdout2.jsonl", "holdout3.jsonl"];
+const HOLDOUTS: &[&str] = &[
+    "holdout.jsonl",
+    "holdout2.jsonl",
+    "holdout3.jsonl",
+    "holdout4.jsonl",
+    "holdout5.jsonl",
+    "holdout6.jsonl",
+];
 
 fn dir() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("data/pairs")
@@ -77,6 +87,9 @@ fn pairs_are_well_formed_and_labels_match_kinds() {
                 "holdout.jsonl" => assert_eq!(source, "tollgate-holdout", "{p}"),
                 "holdout2.jsonl" => assert_eq!(source, "tollgate-holdout2", "{p}"),
                 "holdout3.jsonl" => assert_eq!(source, "tollgate-holdout3", "{p}"),
+                "holdout4.jsonl" => assert_eq!(source, "tollgate-holdout4", "{p}"),
+                "holdout5.jsonl" => assert_eq!(source, "tollgate-holdout5", "{p}"),
+                "holdout6.jsonl" => assert_eq!(source, "tollgate-holdout6", "{p}"),
                 _ => assert!(matches!(source, "fow-cache" | "tollgate"), "{p}"),
             }
             assert!(

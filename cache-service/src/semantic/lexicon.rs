@@ -46,23 +46,38 @@ pub(crate) const OPPOSITES: &[(&[&str], &[&str])] = &[
     (
         &[
             "enable", "enabled", "activate", "activated", "turn on", "switch on", "start", "started",
+            // es fr de it pt (accents folded)
+            "activar", "activer", "aktivieren", "attivare", "ativar",
         ],
         &[
             "disable", "disabled", "deactivate", "deactivated", "turn off", "switch off", "stop",
-            "stopped",
+            "stopped", "desactivar", "desactiver", "deaktivieren", "disattivare", "desativar",
             "shut off",
         ],
     ),
     (
-        &["allow", "allowed", "permit", "permitted", "unblock"],
+        &[
+            "allow", "allowed", "permit", "permitted", "unblock", "autoriser", "permettre",
+            "permitir", "erlauben", "consentire", "permitido", "autorise",
+        ],
         &[
             "forbid", "forbidden", "ban", "banned", "prohibit", "prohibited", "block", "blocked",
-            "disallow", "disallowed",
+            "disallow", "disallowed", "bloquer", "interdire", "interdit", "bloquear", "prohibir",
+            "prohibido", "blockieren", "verbieten", "verboten", "bloccare", "vietare", "vietato",
+            "proibir", "proibido",
         ],
     ),
     (
-        &["open", "opens", "opened", "opening", "reopen"],
-        &["close", "closes", "closed", "closing", "shut", "shuts"],
+        &[
+            "open", "opens", "opened", "opening", "reopen", "abierto", "abrir", "abre", "abren",
+            "ouvert", "ouverte", "ouvrir", "ouvre", "geoffnet", "offen", "offnen", "aperto",
+            "aperta", "aprire", "aberto", "aberta",
+        ],
+        &[
+            "close", "closes", "closed", "closing", "shut", "shuts", "cerrado", "cerrada",
+            "cerrar", "cierra", "cierran", "ferme", "fermee", "fermer", "geschlossen",
+            "schliessen", "chiuso", "chiusa", "chiudere", "fechado", "fechada", "fechar",
+        ],
     ),
     (
         &["start", "starts", "started", "begin", "begins", "launch"],
