@@ -105,12 +105,15 @@ Each evaluation set was run once while still unseen; its errors were then inspec
 | v3, shipped default | holdout3.jsonl | 0.950 | 45.8% (55/120) | **4.3% (5/115)** |\n\
 | v4 | holdout4.jsonl | 0.858 | 66.7% (80/120) | **9.6% (11/115)** |\n\
 | v4, shipped default | holdout4.jsonl | 0.950 | 45.8% (55/120) | **7.0% (8/115)** |\n\
+| v5 | holdout5.jsonl | 0.858 | 65.8% (79/120) | **6.1% (7/115)** |\n\
+| v5, shipped default | holdout5.jsonl | 0.950 | 43.3% (52/120) | **1.7% (2/115)** |\n\
 \n\
 - v1 -> v2, after v1's 9 wrong answers on test (4 swaps, 5 scope changes): a direction word repeated in a question (\"a way *to* send money from the US *to* India\") hid the swap; \"for\" became a pivot (\"exchange economy *for* business\"); \"within\" joined the `before` pole; a `place` class (home / abroad / domestic) and \"self\" (self-employed) were added; all-caps stop words (\"OK\") stopped counting as names and all-caps \"APR\" as a month. `holdout.jsonl` (240 new pairs) was written after v2.\n\
 - v2 -> v3, after v2's 8 wrong answers on holdout (5 antonyms missing from the hand-written list: high/low, left/right, up/down, enable/stop, allow/forbidden; 3 swaps): the 3,364 direct antonym pairs of WordNet 3.0 became opposite poles (filtered of stop words and senses that are not opposites in questions); a negator attached to a pole word counts as the opposite pole only when the other side has that concept; \"less X\" flips X; names keep their spelling (\"https\" is not the plural of \"http\"); a capitalised word mid-sentence is a name even if it is a common word (\"Go\"). `holdout2.jsonl` (200 new pairs) was written after v3 and evaluated once, below.\n\
 - v3, unchanged after holdout2 (instead the service's default threshold was set to 0.95 in 1dcf1be, chosen after seeing test, holdout and holdout2): `holdout3.jsonl` (240 new pairs) was written after the holdout2 run and evaluated once at the shipped default, (that run and its error analysis: `benches/results/semantic-holdout3-v3.md`).\n\
 - v3 -> v4, after v3's 5 wrong answers on holdout3 at the shipped default (3 role swaps, 2 negations) and holdout2's: roles traded around a shared word count as a swap up to three content words apart (\"a US citizen sponsors a Canadian spouse\" / \"a Canadian citizen sponsors a US spouse\"), between two names or two common words (not a manner word moved with a phrase); the plain negators and negating prefixes of Spanish, French, German, Italian and Portuguese (\"activo\" / \"desactivo\", \"nicht\", \"senza\"), inflected \"avoided\" / \"prevented\", the prefix \"de-\" (\"activate\" / \"deactivate\"); accents folded (\"Perú\" = \"Peru\"). v4 was committed (028e5d2) before `holdout4.jsonl` (240 new pairs, written by an agent that did not see the guards, committed in 1d1ded9) was scored for the first time, in this report: at the shipped default 45.8% of its true duplicates were served and 7.0% (8/115) of its hard negatives got a wrong answer.\n\
-- v4 -> v5, after v4's 8 wrong answers on holdout4 at the shipped default (5 swaps, 3 negations): phrases traded across a direction marker after the same head word (\"convert a Unix timestamp to an ISO date string\" / the reverse); the same numbers in another order (\"what percentage of 80 is 20\"); a wh-question asking for the object on one side and the subject on the other (\"who did X beat\" / \"who beat X\"); \"lack\", Spanish and Portuguese \"dejar de\" / \"deixar de\" and German \"-frei\" as negators; French and Italian elision (\"d'amande\" is \"amande\"); the function words of five languages are stop words; a phrase moved to the front (\"In Rust, ...\") is not a role swap. v5 was committed (0f6ad0c) before `holdout5.jsonl` (240 new pairs by an agent that did not see the guards, committed before scoring) was scored for the first time, in this report: holdout5 is the only set here unseen by the current guards.\n";
+- v4 -> v5, after v4's 8 wrong answers on holdout4 at the shipped default (5 swaps, 3 negations): phrases traded across a direction marker after the same head word (\"convert a Unix timestamp to an ISO date string\" / the reverse); the same numbers in another order (\"what percentage of 80 is 20\"); a wh-question asking for the object on one side and the subject on the other (\"who did X beat\" / \"who beat X\"); \"lack\", Spanish and Portuguese \"dejar de\" / \"deixar de\" and German \"-frei\" as negators; French and Italian elision (\"d'amande\" is \"amande\"); the function words of five languages are stop words; a phrase moved to the front (\"In Rust, ...\") is not a role swap. v5 was committed (0f6ad0c) before `holdout5.jsonl` (240 new pairs by an agent that did not see the guards, committed before scoring) was scored for the first time, in this report: at the shipped default 43.3% of its true duplicates were served and 1.7% (2/115) of its hard negatives got a wrong answer.\n\
+- v5 -> v6, after v5's 2 wrong answers on holdout5 at the shipped default (\"who did Aristotle teach\" / \"who taught Aristotle\": an irregular past; German \"Zoll in Zentimeter\" / \"Zentimeter in Zoll\") and the 5 more it served below the default: \"in\" as a direction marker before an article or in a unit conversion (not \"a leap year in days\"); irregular past forms in who-did-what questions; \"free of\" as a negator; weekdays, months and day words of Spanish, French, German, Italian and Portuguese; the opposites open / closed, allow / block, enable / disable in those languages. v6 was committed (87d48ed) before `holdout6.jsonl` (240 new pairs by an agent that did not see the guards, committed in 6af8523 before scoring) was scored for the first time, in this report: holdout6 is the only set here unseen by the current guards.\n";
 
 fn main() {
     let args = args();
@@ -136,6 +139,7 @@ fn main() {
         "holdout3.jsonl",
         "holdout4.jsonl",
         "holdout5.jsonl",
+        "holdout6.jsonl",
     ] {
         let path = args.data.join(name);
         if path.exists() {
@@ -505,7 +509,7 @@ fn write_dataset(md: &mut String, sets: &[(&str, &[LabelledPair])]) {
         md,
         "`cache-service/data/pairs/` (see its README): {total} pairs. `dev` and `test`: `fow-cache` 0.1.0 \
          question pairs (CC BY 4.0) and project-authored pairs (CC0), split by a fixed rule, stratified \
-         by source and kind. `holdout` to `holdout5`: project-authored pairs, each written after a \
+         by source and kind. `holdout` to `holdout6`: project-authored pairs, each written after a \
          version of the guards was frozen (see History).\n"
     );
     let mut header = String::from("| kind | same |");
