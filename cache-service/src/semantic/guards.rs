@@ -51,15 +51,19 @@ pub enum GuardReason {
     Entity,
     /// The same words in swapped roles.
     Swap,
+    /// Not English: the guards' word lists are mostly English, so other languages are served
+    /// only when both texts have the same content words in the same order (a repeat).
+    Language,
 }
 
 impl GuardReason {
-    pub const ALL: [GuardReason; 5] = [
+    pub const ALL: [GuardReason; 6] = [
         GuardReason::Negation,
         GuardReason::Number,
         GuardReason::Date,
         GuardReason::Entity,
         GuardReason::Swap,
+        GuardReason::Language,
     ];
 
     /// Stable lower-case name (metric labels, reports).
@@ -70,6 +74,7 @@ impl GuardReason {
             GuardReason::Date => "date",
             GuardReason::Entity => "entity",
             GuardReason::Swap => "swap",
+            GuardReason::Language => "language",
         }
     }
 }
@@ -130,7 +135,88 @@ pub fn check_analyzed(q: &Analysis, c: &Analysis) -> GuardVerdict {
     if entities_differ(q, c) {
         return GuardVerdict::Reject(GuardReason::Entity);
     }
+    // Outside English the word lists above know little (opposites, markers, names): serve only
+    // repeats there.
+    if (!q.english || !c.english) && content_sequence(q) != content_sequence(c) {
+        return GuardVerdict::Reject(GuardReason::Language);
+    }
     GuardVerdict::Pass
+}
+
+/// Content words in order (numbers included): what a repeat keeps. Greetings and politeness
+/// are not content ("Hola, ...", "..., grazie").
+fn content_sequence(x: &Analysis) -> Vec<&str> {
+    #[rustfmt::skip]
+    const POLITE: &[&str] = &[
+        "hola", "ola", "bonjour", "salut", "hallo", "ciao", "buongiorno", "buenos", "dias",
+        "gracias", "merci", "danke", "grazie", "obrigado", "obrigada", "favor", "bitte", "plait",
+        "vous", "prego", "saludos",
+    ];
+    x.words
+        .iter()
+        .filter(|w| {
+            w.is_num
+                || !(w.stop
+                    || is_stop(&w.norm)
+                    || is_foreign_stop(&w.norm)
+                    || POLITE.contains(&w.norm.as_str()))
+        })
+        .map(|w| w.norm.as_str())
+        .collect()
+}
+
+/// Function words by language (accents folded). A text is English unless another language's
+/// function words outnumber English ones.
+#[rustfmt::skip]
+const FUNCTION_WORDS: &[(&str, &[&str])] = &[
+    ("en", &[
+        "the", "is", "are", "what", "how", "do", "does", "can", "i", "my", "to", "of", "in",
+        "for", "and", "with", "on", "it", "you", "should", "when", "where", "why", "which", "who",
+        "will", "be", "there", "this", "that", "an", "from", "at", "your", "get",
+    ]),
+    ("es", &[
+        "el", "los", "las", "que", "como", "por", "para", "con", "mis", "una", "hay", "puedo",
+        "cual", "donde", "cuando", "se", "del", "al", "y", "mi", "es", "lo", "esta", "son",
+    ]),
+    ("fr", &[
+        "le", "les", "des", "du", "est", "quel", "quelle", "quels", "quelles", "comment", "pour",
+        "dans", "avec", "je", "mon", "ma", "mes", "une", "et", "ou", "ce", "il", "elle", "peut",
+        "sont", "au", "aux", "ne", "pas", "qu",
+    ]),
+    ("de", &[
+        "der", "die", "das", "den", "dem", "ist", "wie", "was", "wo", "ich", "mein", "meine",
+        "und", "oder", "mit", "fur", "ein", "eine", "kann", "sind", "zu", "im", "auf", "welche",
+        "welcher", "nicht", "man",
+    ]),
+    ("it", &[
+        "il", "lo", "gli", "di", "che", "come", "per", "con", "mio", "mia", "una", "del", "della",
+        "posso", "quale", "quali", "sono", "nel", "si", "non",
+    ]),
+    ("pt", &[
+        "os", "que", "como", "para", "com", "meu", "minha", "um", "uma", "do", "da", "dos", "das",
+        "posso", "qual", "quais", "sao", "no", "na", "nao", "se",
+    ]),
+];
+
+/// Whether `words` read as English (or too few function words to tell).
+fn is_english(words: &[Word]) -> bool {
+    let hits = |list: &[&str]| {
+        words
+            .iter()
+            .filter(|w| list.contains(&fold_accents(&w.raw).as_ref()))
+            .count()
+    };
+    let mut english = 0;
+    let mut other = 0;
+    for (lang, list) in FUNCTION_WORDS {
+        let n = hits(list);
+        if *lang == "en" {
+            english = n;
+        } else {
+            other = other.max(n);
+        }
+    }
+    other <= english
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -154,6 +240,8 @@ pub struct Analysis {
     classes: Vec<(usize, Vec<&'static str>)>,
     /// Indexes into `words` of named-entity candidates.
     entities: Vec<usize>,
+    /// Reads as English (see `is_english`).
+    english: bool,
 }
 
 #[derive(Clone, Debug)]
@@ -203,6 +291,7 @@ impl Analysis {
         a.poles = poles(&a.words);
         a.classes = classes(&a.words);
         a.entities = entity_candidates(&a.words);
+        a.english = is_english(&a.words);
     }
 
     fn has_norm(&self, norm: &str) -> bool {
@@ -2006,6 +2095,38 @@ mod tests {
             "How do I activate my account?",
             "How do I deactivate my account?",
             Negation,
+        );
+    }
+
+    #[test]
+    fn other_languages_are_served_only_as_repeats() {
+        use GuardReason::Language;
+        assert_pass(
+            "¿Cómo paso mis fotos al ordenador nuevo?",
+            "como paso mis fotos al ordenador nuevo",
+        );
+        assert_pass(
+            "Wie lange dauert die Lieferung nach Österreich?",
+            "Hallo, wie lange dauert die Lieferung nach Osterreich",
+        );
+        assert_pass(
+            "Comment ajouter un utilisateur à mon compte ?",
+            "comment ajouter un utilisateur a mon compte, merci",
+        );
+        assert_reject(
+            "¿Cómo paso mis fotos al ordenador nuevo?",
+            "¿Cómo transfiero las fotos a mi ordenador nuevo?",
+            Language,
+        );
+        assert_reject(
+            "Est-ce que le chien peut manger du raisin ?",
+            "Le raisin est-il dangereux pour le chien ?",
+            Language,
+        );
+        // English is judged by the guards as before
+        assert_pass(
+            "How do I transfer my photos to a new computer?",
+            "How can I move my photos to a new computer?",
         );
     }
 
