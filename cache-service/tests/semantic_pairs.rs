@@ -34,6 +34,7 @@ const FILES: &[&str] = &[
     "holdout4.jsonl",
     "holdout5.jsonl",
     "holdout6.jsonl",
+    "holdout7.jsonl",
 ];
 
 /// The sets written after a version of the guards, each evaluated once while unseen.
@@ -44,6 +45,7 @@ const HOLDOUTS: &[&str] = &[
     "holdout4.jsonl",
     "holdout5.jsonl",
     "holdout6.jsonl",
+    "holdout7.jsonl",
 ];
 
 fn dir() -> PathBuf {
@@ -90,6 +92,7 @@ fn pairs_are_well_formed_and_labels_match_kinds() {
                 "holdout4.jsonl" => assert_eq!(source, "tollgate-holdout4", "{p}"),
                 "holdout5.jsonl" => assert_eq!(source, "tollgate-holdout5", "{p}"),
                 "holdout6.jsonl" => assert_eq!(source, "tollgate-holdout6", "{p}"),
+                "holdout7.jsonl" => assert_eq!(source, "tollgate-holdout7", "{p}"),
                 _ => assert!(matches!(source, "fow-cache" | "tollgate"), "{p}"),
             }
             assert!(
