@@ -1580,7 +1580,69 @@ fn marker_at(words: &[Word], i: usize) -> Option<&'static str> {
 }
 
 fn swapped(a: &Analysis, b: &Analysis) -> bool {
-    word_swapped(a, b) || phrase_swapped(a, b) || wh_roles_swapped(a, b)
+    segments_exchanged(a, b) || word_swapped(a, b) || phrase_swapped(a, b) || wh_roles_swapped(a, b)
+}
+
+/// Two stretches of words trading places with everything else in its place: "replace tabs with
+/// spaces" / "replace spaces with tabs", "is every square a rectangle" / "is every rectangle a
+/// square", "can a Windows laptop read a drive formatted on a Mac" / "can a Mac read a drive
+/// formatted on a Windows laptop". "An" counts as "a" and politeness is ignored; a stretch moved
+/// to the other end alone ("In Python, ..." / "... in Python") is a reordering, not an exchange,
+/// and so is an exchange around "and" / "or" ("X and Y" / "Y and X").
+fn segments_exchanged(a: &Analysis, b: &Analysis) -> bool {
+    fn seq(x: &Analysis) -> Vec<(&str, bool)> {
+        x.words
+            .iter()
+            .filter(|w| !matches!(w.raw.as_str(), "please" | "hey" | "hi"))
+            .map(|w| {
+                let norm = if w.raw == "an" { "a" } else { w.norm.as_str() };
+                (norm, w.is_num || !w.stop || w.name_like)
+            })
+            .collect()
+    }
+    let (sa, sb) = (seq(a), seq(b));
+    if sa.len() != sb.len() || sa.len() > 60 || sa == sb {
+        return false;
+    }
+    let prefix = sa.iter().zip(&sb).take_while(|(x, y)| x == y).count();
+    let suffix = sa[prefix..]
+        .iter()
+        .rev()
+        .zip(sb[prefix..].iter().rev())
+        .take_while(|(x, y)| x == y)
+        .count();
+    let (ma, mb) = (
+        &sa[prefix..sa.len() - suffix],
+        &sb[prefix..sb.len() - suffix],
+    );
+    let n = ma.len();
+    let has_content = |s: &[(&str, bool)]| s.iter().any(|(_, c)| *c);
+    // ma = S1 M S2, mb = S2 M S1
+    for l1 in 1..n {
+        for l2 in 1..n.saturating_sub(l1).saturating_add(1) {
+            if l1 + l2 > n {
+                break;
+            }
+            let (s1, s2) = (&ma[..l1], &ma[n - l2..]);
+            let mid = &ma[l1..n - l2];
+            if s1 == s2 || !has_content(s1) || !has_content(s2) {
+                continue;
+            }
+            if mid.is_empty() {
+                continue; // one stretch moved to the other end
+            }
+            let symmetric = mid
+                .iter()
+                .all(|(w, _)| matches!(*w, "and" | "or" | "vs" | "versus" | "&" | "nor"));
+            if symmetric {
+                continue;
+            }
+            if mb[..l2] == *s2 && mb[l2..n - l1] == *mid && mb[n - l1..] == *s1 {
+                return true;
+            }
+        }
+    }
+    false
 }
 
 /// Content words (norms) of `x` from `from` to `to` (exclusive), numbers included.
@@ -2417,6 +2479,39 @@ mod tests {
         assert_pass(
             "¿Qué tiendas abren los domingos?",
             "que tiendas abren los domingos",
+        );
+    }
+
+    #[test]
+    fn exchanged_stretches_are_swaps() {
+        use GuardReason::Swap;
+        assert_reject(
+            "How do I replace commas with semicolons in Excel?",
+            "How do I replace semicolons with commas in Excel?",
+            Swap,
+        );
+        assert_reject(
+            "Is every rhombus a square?",
+            "Is every square a rhombus?",
+            Swap,
+        );
+        assert_reject(
+            "How many hours ahead of Denver is Madrid?",
+            "How many hours ahead of Madrid is Denver?",
+            Swap,
+        );
+        assert_reject(
+            "Can an old Android phone charge a new iPhone?",
+            "Can a new iPhone charge an old Android phone?",
+            Swap,
+        );
+        assert_pass(
+            "What is the difference between TCP and UDP?",
+            "What is the difference between UDP and TCP?",
+        );
+        assert_pass(
+            "In Python, how do I reverse a list?",
+            "How do I reverse a list in Python?",
         );
     }
 
