@@ -35,6 +35,8 @@ const FILES: &[&str] = &[
     "holdout5.jsonl",
     "holdout6.jsonl",
     "holdout7.jsonl",
+    "holdout8.jsonl",
+    "holdout9.jsonl",
 ];
 
 /// The sets written after a version of the guards, each evaluated once while unseen.
@@ -46,6 +48,8 @@ const HOLDOUTS: &[&str] = &[
     "holdout5.jsonl",
     "holdout6.jsonl",
     "holdout7.jsonl",
+    "holdout8.jsonl",
+    "holdout9.jsonl",
 ];
 
 fn dir() -> PathBuf {
@@ -93,6 +97,8 @@ fn pairs_are_well_formed_and_labels_match_kinds() {
                 "holdout5.jsonl" => assert_eq!(source, "tollgate-holdout5", "{p}"),
                 "holdout6.jsonl" => assert_eq!(source, "tollgate-holdout6", "{p}"),
                 "holdout7.jsonl" => assert_eq!(source, "tollgate-holdout7", "{p}"),
+                "holdout8.jsonl" => assert_eq!(source, "tollgate-holdout8", "{p}"),
+                "holdout9.jsonl" => assert_eq!(source, "tollgate-holdout9", "{p}"),
                 _ => assert!(matches!(source, "fow-cache" | "tollgate"), "{p}"),
             }
             assert!(
