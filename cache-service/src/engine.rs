@@ -22,7 +22,7 @@ use crate::index::Partitions;
 use crate::metrics::Metrics;
 use crate::model::{Entry, InvalidateFilter, StoreEvent};
 use crate::rules::{Eligibility, Rules};
-use crate::semantic::guards::{self, GuardVerdict};
+use crate::semantic::guards::{self, GuardVerdict, MatchMode};
 use crate::store::{Store, StoreError};
 
 /// What to do with semantic matches.
@@ -46,6 +46,8 @@ pub struct CacheSettings {
     pub threshold: f32,
     /// Apply the guards (negation, numbers, dates, entities) to semantic candidates.
     pub guards: bool,
+    /// Serve repeats only, or paraphrases too (with the guards).
+    pub match_mode: MatchMode,
     /// Candidates examined per lookup.
     pub top_k: usize,
     /// Entry limit; the oldest are evicted beyond it.
@@ -632,7 +634,8 @@ impl Engine {
                     continue;
                 }
                 if self.settings.guards
-                    && let GuardVerdict::Reject(reason) = guards::check(&q.query, &meta.query)
+                    && let GuardVerdict::Reject(reason) =
+                        guards::check_with(&q.query, &meta.query, self.settings.match_mode)
                 {
                     self.metrics.inc(
                         "tollgate_cache_guard_rejections_total",

@@ -37,6 +37,7 @@ const FILES: &[&str] = &[
     "holdout7.jsonl",
     "holdout8.jsonl",
     "holdout9.jsonl",
+    "holdout10.jsonl",
 ];
 
 /// The sets written after a version of the guards, each evaluated once while unseen.
@@ -50,6 +51,7 @@ const HOLDOUTS: &[&str] = &[
     "holdout7.jsonl",
     "holdout8.jsonl",
     "holdout9.jsonl",
+    "holdout10.jsonl",
 ];
 
 fn dir() -> PathBuf {
@@ -99,6 +101,7 @@ fn pairs_are_well_formed_and_labels_match_kinds() {
                 "holdout7.jsonl" => assert_eq!(source, "tollgate-holdout7", "{p}"),
                 "holdout8.jsonl" => assert_eq!(source, "tollgate-holdout8", "{p}"),
                 "holdout9.jsonl" => assert_eq!(source, "tollgate-holdout9", "{p}"),
+                "holdout10.jsonl" => assert_eq!(source, "tollgate-holdout10", "{p}"),
                 _ => assert!(matches!(source, "fow-cache" | "tollgate"), "{p}"),
             }
             assert!(

@@ -58,11 +58,10 @@ async fn state_on(store: Arc<dyn Store>, backing: Backing<'_>, mut config: Value
         .unwrap()
         .entry("semantic")
         .or_insert_with(|| json!({}));
-    semantic
-        .as_object_mut()
-        .unwrap()
-        .entry("threshold")
-        .or_insert(json!(FAKE_THRESHOLD));
+    let semantic = semantic.as_object_mut().unwrap();
+    semantic.entry("threshold").or_insert(json!(FAKE_THRESHOLD));
+    // These tests exercise the guards on near-misses; the real-model test covers the default.
+    semantic.entry("match").or_insert(json!("paraphrases"));
     let file: FileConfig = serde_json::from_value(config).unwrap();
     let settings = file.cache.compile().unwrap();
     let metrics = Arc::new(Metrics::new());
@@ -729,24 +728,66 @@ async fn two_replicas_on_one_redis_share_entries() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn real_model_serves_paraphrases_and_guards_near_misses_at_the_default_threshold() {
+async fn real_model_serves_repeats_by_default_and_paraphrases_when_asked() {
     let dir = TempDir::new("onnx");
-    let args = ServeArgs {
-        listen: "127.0.0.1:0".parse().unwrap(),
-        data_dir: dir.0.clone(),
-        redis_url: None,
-        redis_namespace: "tollgate".into(),
-        config: None,
-        admin_token: Some(TOKEN.into()),
-        model_dir: None,
-        ort_dylib: None,
-        embed_threads: 2,
-        embed_batch_window_ms: 0,
-        device: "cpu".into(),
+    let config = dir.0.join("paraphrases.json");
+    std::fs::write(
+        &config,
+        r#"{"cache": {"semantic": {"match": "paraphrases"}}}"#,
+    )
+    .unwrap();
+    let build = |data: &str, config: Option<std::path::PathBuf>| {
+        let args = ServeArgs {
+            listen: "127.0.0.1:0".parse().unwrap(),
+            data_dir: dir.0.join(data),
+            redis_url: None,
+            redis_namespace: "tollgate".into(),
+            config,
+            admin_token: Some(TOKEN.into()),
+            model_dir: None,
+            ort_dylib: None,
+            embed_threads: 2,
+            embed_batch_window_ms: 0,
+            device: "cpu".into(),
+        };
+        async move {
+            service::build(&args)
+                .await
+                .unwrap_or_else(|e| panic!("{e}"))
+        }
     };
-    let s = service::build(&args)
-        .await
-        .unwrap_or_else(|e| panic!("{e}"));
+    // Defaults: repeats (typos, case, greetings) hit; a paraphrase does not.
+    let s = build("repeats", None).await;
+    prime(
+        &s,
+        &ask("acme", "How do I reverse a list in Python?"),
+        "Use reversed() or .reverse().",
+    )
+    .await;
+    for (q, want) in [
+        (
+            "hey, how do i reverse a list in pyhton",
+            CacheOutcome::HitSemantic,
+        ),
+        ("How can I reverse a Python list?", CacheOutcome::Miss),
+        ("How do I not reverse a list in Python?", CacheOutcome::Miss),
+    ] {
+        assert_eq!(outcome(&s, &ask("acme", q)).await.0, want, "{q}");
+    }
+    let (_, m) = call(&s, "GET", "/metrics", json!({})).await;
+    let m = m.as_str().unwrap();
+    assert!(
+        m.contains("tollgate_cache_guard_rejections_total{reason=\"reworded\"} 1"),
+        "{m}"
+    );
+    drop(s);
+    // `match: paraphrases`: the paraphrase hits, the near-misses still do not.
+    let s = build("paraphrases", Some(config.clone())).await;
+    real_model_paraphrases(&s).await;
+}
+
+async fn real_model_paraphrases(s: &Arc<AppState>) {
+    let s = s.clone();
     let (st, _) = call_raw(&s, "GET", "/readyz", String::new(), None).await;
     assert_eq!(st, StatusCode::OK);
     prime(
@@ -803,11 +844,14 @@ async fn real_model_serves_paraphrases_and_guards_near_misses_at_the_default_thr
 }
 
 #[test]
-fn the_default_threshold_is_the_documented_one() {
-    assert_eq!(service::DEFAULT_THRESHOLD, 0.95);
+fn the_default_match_and_thresholds_are_the_documented_ones() {
+    use tollgate_cache_service::semantic::guards::MatchMode;
+    assert_eq!(service::DEFAULT_MATCH, MatchMode::Repeats);
+    assert_eq!(MatchMode::Repeats.default_threshold(), 0.80);
+    assert_eq!(MatchMode::Paraphrases.default_threshold(), 0.95);
     let readme =
         std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../README.md")).unwrap();
-    assert!(readme.contains("\"threshold\": 0.95"));
+    assert!(readme.contains("\"match\": \"repeats\""));
 }
 
 #[tokio::test]

@@ -31,7 +31,9 @@ impl Default for CacheOptions {
         CacheOptions {
             data_dir: None,
             redis_url: None,
-            config: serde_json::json!({}),
+            // Paraphrases on: the end-to-end tests exercise the guards on near-misses (the
+            // service's default, repeats only, has its own test).
+            config: serde_json::json!({"cache": {"semantic": {"match": "paraphrases"}}}),
             listen: None,
             admin_token: Some("test-admin-token".into()),
         }

@@ -110,6 +110,33 @@ fn provider_calls(sim: &SimHandle) -> usize {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn by_default_repeats_are_answered_by_the_proxy_and_paraphrases_are_not() {
+    let sim = sim::spawn(SimConfig::default()).await.unwrap();
+    let cache = CacheService::start(&CacheOptions {
+        config: serde_json::json!({}),
+        ..CacheOptions::default()
+    })
+    .unwrap();
+    let envoy = envoy_for(&sim, cache.addr).await;
+    let q = "How do I reverse a list in Python?";
+    assert_eq!(ask_on(&envoy, "team-a", q, false).await.cache(), "miss");
+    wait_entries(&cache, 1).await;
+    // A repeat with a greeting, other case and a typo: the same question, served by Envoy.
+    let rep = ask_on(
+        &envoy,
+        "team-a",
+        "hey, how do i reverse a list in pyhton",
+        false,
+    )
+    .await;
+    assert_eq!(rep.cache(), "hit-semantic", "{:?}", rep.headers);
+    // A paraphrase goes to the provider unless `match: paraphrases` is configured.
+    let para = ask_on(&envoy, "team-a", "How can I reverse a Python list?", false).await;
+    assert_eq!(para.cache(), "miss", "{:?}", para.headers);
+    assert_eq!(provider_calls(&sim), 2);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn repeats_and_paraphrases_are_answered_by_the_proxy_near_misses_are_not() {
     let sim = sim::spawn(SimConfig::default()).await.unwrap();
     let cache = CacheService::start(&CacheOptions::default()).unwrap();

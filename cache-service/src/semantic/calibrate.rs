@@ -47,6 +47,8 @@ pub struct ScoredPair {
     pub kind: String,
     pub cosine: f32,
     pub guard: GuardVerdict,
+    /// The guards' verdict when only repeats are served ([`guards::MatchMode::Repeats`]).
+    pub repeat_guard: GuardVerdict,
 }
 
 impl ScoredPair {
@@ -135,15 +137,32 @@ pub fn score_pairs(
                 [x, y] => crate::embed::cosine(x, y),
                 _ => 0.0,
             };
+            let (a, b) = (Analysis::new(&p.a), Analysis::new(&p.b));
             out.push(ScoredPair {
                 same: p.same,
                 kind: p.kind.clone().unwrap_or_default(),
                 cosine,
-                guard: guards::check_analyzed(&Analysis::new(&p.a), &Analysis::new(&p.b)),
+                guard: guards::check_analyzed(&a, &b),
+                repeat_guard: guards::check_analyzed_with(&a, &b, guards::MatchMode::Repeats),
             });
         }
     }
     Ok(out)
+}
+
+/// The pairs as judged in `mode`: with [`guards::MatchMode::Repeats`], `guard` is the repeats
+/// verdict.
+pub fn in_mode(pairs: &[ScoredPair], mode: guards::MatchMode) -> Vec<ScoredPair> {
+    pairs
+        .iter()
+        .map(|p| ScoredPair {
+            guard: match mode {
+                guards::MatchMode::Repeats => p.repeat_guard,
+                guards::MatchMode::Paraphrases => p.guard,
+            },
+            ..p.clone()
+        })
+        .collect()
 }
 
 /// Counts and rates at one threshold.
@@ -425,6 +444,9 @@ pub struct CalibrateArgs {
     /// Score with cosine only (the guards are on by default).
     #[arg(long = "no-guards", action = clap::ArgAction::SetFalse)]
     pub guards: bool,
+    /// What a hit may be: `repeats` (the service's default) or `paraphrases`.
+    #[arg(long = "match", value_enum, default_value_t = guards::MatchMode::Repeats)]
+    pub match_mode: guards::MatchMode,
     /// Model directory (default: $TOLLGATE_MODEL_DIR, else .cache/models/all-MiniLM-L6-v2).
     #[arg(long)]
     pub model_dir: Option<PathBuf>,
@@ -440,7 +462,7 @@ pub fn run_cli(args: CalibrateArgs) -> Result<CalibrationReport, CalibrateError>
     }
     config.check_files()?;
     let embedder = crate::embed::OnnxEmbedder::load(&config)?;
-    let scored = score_pairs(&embedder, &pairs)?;
+    let scored = in_mode(&score_pairs(&embedder, &pairs)?, args.match_mode);
     let report = CalibrationReport::new(
         &scored,
         &default_thresholds(),
@@ -466,6 +488,7 @@ mod tests {
             },
             cosine,
             guard,
+            repeat_guard: guard,
         }
     }
 
