@@ -4,8 +4,9 @@
 //! real embedding model (all-MiniLM-L6-v2, int8 ONNX) and the guards, then:
 //! 1. on **dev**, for cosine only and cosine + guards, chooses the threshold with the highest
 //!    hit rate on true duplicates (repeats + paraphrases) whose false-hit rate on hard negatives
-//!    (every `!same` kind but `unrelated`) is at most `--max-false-hits` (default 1%); a third
-//!    mode is the service as shipped (guards on, `DEFAULT_THRESHOLD`);
+//!    (every `!same` kind but `unrelated`) is at most `--max-false-hits` (default 1%); two more
+//!    modes use the service's settings: paraphrases at their default threshold, and the service
+//!    as shipped (repeats only, `DEFAULT_MATCH` at its default threshold);
 //! 2. on the newest holdout (written while the current guards were frozen, never seen by them),
 //!    and the sets seen by earlier versions (see `HISTORY`), reports the hit rate and
 //!    false-hit rates at those thresholds, the false hits and guard rejections by kind, and
@@ -25,9 +26,9 @@ use std::time::Instant;
 
 use tollgate_cache_service::embed::{OnnxConfig, OnnxEmbedder};
 use tollgate_cache_service::semantic::calibrate::{
-    self, LabelledPair, ScoredPair, ThresholdStats, choose_by_false_hits, stats_at, sweep,
+    self, LabelledPair, ScoredPair, ThresholdStats, choose_by_false_hits, in_mode, stats_at, sweep,
 };
-use tollgate_cache_service::semantic::guards::{self, Analysis, GuardReason};
+use tollgate_cache_service::semantic::guards::{self, Analysis, GuardReason, MatchMode};
 
 const TRUE_KINDS: &[&str] = &["repeat", "paraphrase"];
 const HARD_KINDS: &[&str] = &["negation", "number", "date", "entity", "swap", "different"];
@@ -81,8 +82,10 @@ struct Mode {
     name: &'static str,
     guards: bool,
     chosen: Option<ThresholdStats>,
-    /// The service's shipped threshold rather than one chosen on dev.
-    shipped: bool,
+    /// A fixed threshold rather than one chosen on dev (the service's settings).
+    fixed: Option<f64>,
+    /// What a hit may be: paraphrases (the guards alone) or repeats only.
+    view: MatchMode,
 }
 
 /// Earlier evaluations, before the fixes their errors prompted (recorded here because the sets
@@ -111,6 +114,9 @@ Each evaluation set was run once while still unseen; its errors were then inspec
 | v6, shipped default | holdout6.jsonl | 0.950 | 43.3% (52/120) | **4.3% (5/115)** |\n\
 | v7 | holdout7.jsonl | 0.858 | 67.5% (81/120) | **5.2% (6/115)** |\n\
 | v7, shipped default | holdout7.jsonl | 0.950 | 45.0% (54/120) | **4.3% (5/115)** |\n\
+| v8 | holdout9.jsonl | 0.858 | 73.3% (88/120) | **11.3% (13/115)** |\n\
+| v8, shipped default | holdout9.jsonl | 0.950 | 50.0% (60/120) | **4.3% (5/115)** |\n\
+| v8, shipped default (leaning set) | holdout8.jsonl | 0.950 | 45.0% (54/120) | **0.9% (1/115)** |\n\
 \n\
 - v1 -> v2, after v1's 9 wrong answers on test (4 swaps, 5 scope changes): a direction word repeated in a question (\"a way *to* send money from the US *to* India\") hid the swap; \"for\" became a pivot (\"exchange economy *for* business\"); \"within\" joined the `before` pole; a `place` class (home / abroad / domestic) and \"self\" (self-employed) were added; all-caps stop words (\"OK\") stopped counting as names and all-caps \"APR\" as a month. `holdout.jsonl` (240 new pairs) was written after v2.\n\
 - v2 -> v3, after v2's 8 wrong answers on holdout (5 antonyms missing from the hand-written list: high/low, left/right, up/down, enable/stop, allow/forbidden; 3 swaps): the 3,364 direct antonym pairs of WordNet 3.0 became opposite poles (filtered of stop words and senses that are not opposites in questions); a negator attached to a pole word counts as the opposite pole only when the other side has that concept; \"less X\" flips X; names keep their spelling (\"https\" is not the plural of \"http\"); a capitalised word mid-sentence is a name even if it is a common word (\"Go\"). `holdout2.jsonl` (200 new pairs) was written after v3 and evaluated once, below.\n\
@@ -119,7 +125,8 @@ Each evaluation set was run once while still unseen; its errors were then inspec
 - v4 -> v5, after v4's 8 wrong answers on holdout4 at the shipped default (5 swaps, 3 negations): phrases traded across a direction marker after the same head word (\"convert a Unix timestamp to an ISO date string\" / the reverse); the same numbers in another order (\"what percentage of 80 is 20\"); a wh-question asking for the object on one side and the subject on the other (\"who did X beat\" / \"who beat X\"); \"lack\", Spanish and Portuguese \"dejar de\" / \"deixar de\" and German \"-frei\" as negators; French and Italian elision (\"d'amande\" is \"amande\"); the function words of five languages are stop words; a phrase moved to the front (\"In Rust, ...\") is not a role swap. v5 was committed (0f6ad0c) before `holdout5.jsonl` (240 new pairs by an agent that did not see the guards, committed before scoring) was scored for the first time, in this report: at the shipped default 43.3% of its true duplicates were served and 1.7% (2/115) of its hard negatives got a wrong answer.\n\
 - v5 -> v6, after v5's 2 wrong answers on holdout5 at the shipped default (\"who did Aristotle teach\" / \"who taught Aristotle\": an irregular past; German \"Zoll in Zentimeter\" / \"Zentimeter in Zoll\") and the 5 more it served below the default: \"in\" as a direction marker before an article or in a unit conversion (not \"a leap year in days\"); irregular past forms in who-did-what questions; \"free of\" as a negator; weekdays, months and day words of Spanish, French, German, Italian and Portuguese; the opposites open / closed, allow / block, enable / disable in those languages. v6 was committed (87d48ed) before `holdout6.jsonl` (240 new pairs by an agent that did not see the guards, committed in 6af8523 before scoring) was scored for the first time, in this report: at the shipped default 43.3% of its true duplicates were served and 4.3% (5/115) of its hard negatives got a wrong answer, 4 of the 5 in French or Spanish (a relative day, an opposite, two swaps across \"a\" / \"à\").\n\
 - v6 -> v7: every fresh set had found gaps in the word lists, and most wrong answers in v5 and v6 came from the 10% of pairs not in English, where the lists know least. v7 serves a semantic hit across a non-English text only when both texts have the same content words in the same order (accents, case, punctuation, greetings and politeness aside): repeats, not paraphrases. On the sets already seen this lost no hit at the shipped default. v7 was committed (1fe1348) before `holdout7.jsonl` (240 new pairs by an agent that did not see the guards, committed in 3846603 before scoring) was scored for the first time, in this report: at the shipped default 45.0% of its true duplicates were served and 4.3% (5/115) of its hard negatives got a wrong answer, all in English (4 swaps, 1 opposite phrasing).\n\
-- v7 -> v8, after v7's 4 swaps on holdout7 (\"replace tabs with spaces\" / \"spaces with tabs\", \"is every square a rectangle\" / the reverse, \"hours ahead of Chicago is Berlin\" / the reverse, a Windows laptop and a Mac trading roles): one general rule instead of more patterns, two stretches of words trading places with everything else in place is a swap, except around \"and\" / \"or\" and when a stretch only moves to the other end (\"In Python, ...\" / \"... in Python\"). On the sets already seen it lost no hit. v8 was committed (1c4a588) before two new sets were scored for the first time, in this report: `holdout9.jsonl`, written with the same instructions as holdout7 (the fair first look), and `holdout8.jsonl`, whose writer was by mistake given holdout7's swap patterns as examples of the kind (\"X with Y\", \"is every X a Y\"), so it leans towards what v8 fixed and is not a fair estimate.\n";
+- v7 -> v8, after v7's 4 swaps on holdout7 (\"replace tabs with spaces\" / \"spaces with tabs\", \"is every square a rectangle\" / the reverse, \"hours ahead of Chicago is Berlin\" / the reverse, a Windows laptop and a Mac trading roles): one general rule instead of more patterns, two stretches of words trading places with everything else in place is a swap, except around \"and\" / \"or\" and when a stretch only moves to the other end (\"In Python, ...\" / \"... in Python\"). On the sets already seen it lost no hit. v8 was committed (1c4a588) before two new sets were scored for the first time, in this report: `holdout9.jsonl`, written with the same instructions as holdout7 (the fair first look), and `holdout8.jsonl`, whose writer was by mistake given holdout7's swap patterns as examples of the kind (\"X with Y\", \"is every X a Y\"), so it leans towards what v8 fixed and is not a fair estimate. At the shipped default v8 served 50.0% of holdout9's true duplicates at 4.3% (5/115) wrong answers (for / against, included / missing, qualify / excluded, during / after probation, who / when), holdout8 45.0% at 0.9%.\n\
+- v8 -> v9, the default changes, not the word lists: six first looks in a row (v3 to v8) served 1.7-7% wrong answers at 0.95, almost all on paraphrase-like pairs whose one changed word the lists did not know. Served hits at 0.95 were mostly repeats (typos, case, greetings) anyway. v9 adds a match mode: `repeats` (the new default) serves a semantic hit only when, after the guards pass, both texts have the same content words in the same order (typos fixed, accents, case, punctuation, greetings, politeness and stop words aside), at a default threshold of 0.80 since the words, not the embedding, decide; `paraphrases` keeps v8 at 0.95. On the sets already seen, repeats-only served 35-46% of the holdouts' true duplicates (27-30% on dev and test, which have more paraphrases) with no wrong answer. v9 was committed before `holdout10.jsonl` (240 new pairs, same instructions as holdout9, committed before scoring) was scored for the first time, in this report: holdout10 is the only set here unseen by the current guards.\n";
 
 fn main() {
     let args = args();
@@ -149,6 +156,7 @@ fn main() {
         "holdout7.jsonl",
         "holdout8.jsonl",
         "holdout9.jsonl",
+        "holdout10.jsonl",
     ] {
         let path = args.data.join(name);
         if path.exists() {
@@ -171,31 +179,38 @@ fn main() {
             name: "cosine only",
             guards: false,
             chosen: None,
-            shipped: false,
+            fixed: None,
+            view: MatchMode::Paraphrases,
         },
         Mode {
             name: "cosine + guards",
             guards: true,
             chosen: None,
-            shipped: false,
+            fixed: None,
+            view: MatchMode::Paraphrases,
         },
         Mode {
-            name: "**as shipped** (guards, default threshold)",
+            name: "paraphrases (guards, their default threshold)",
             guards: true,
             chosen: None,
-            shipped: true,
+            fixed: Some(f64::from(MatchMode::Paraphrases.default_threshold())),
+            view: MatchMode::Paraphrases,
+        },
+        Mode {
+            name: "**as shipped** (repeats only, default threshold)",
+            guards: true,
+            chosen: None,
+            fixed: Some(f64::from(
+                tollgate_cache_service::service::DEFAULT_MATCH.default_threshold(),
+            )),
+            view: tollgate_cache_service::service::DEFAULT_MATCH,
         },
     ];
     let dev_hard = hard(&dev);
     for m in &mut modes {
-        m.chosen = if m.shipped {
-            Some(stats_at(
-                &dev_hard,
-                f64::from(tollgate_cache_service::service::DEFAULT_THRESHOLD),
-                true,
-            ))
-        } else {
-            choose_by_false_hits(&sweep(&dev_hard, &grid, m.guards), args.max_false_hits)
+        m.chosen = match m.fixed {
+            Some(t) => Some(stats_at(&in_mode(&dev_hard, m.view), t, true)),
+            None => choose_by_false_hits(&sweep(&dev_hard, &grid, m.guards), args.max_false_hits),
         };
     }
 
@@ -247,6 +262,7 @@ fn main() {
                 continue;
             };
             let t = c.threshold;
+            let pairs = &in_mode(pairs, m.view);
             let h = stats_at(&hard(pairs), t, m.guards);
             let all = stats_at(pairs, t, m.guards);
             let kinds = calibrate::by_kind(pairs, t, m.guards);
@@ -292,7 +308,7 @@ fn main() {
     let _ = writeln!(md, "|---|---|---:|---:|---:|");
     for (set, pairs) in eval_rows.iter().copied() {
         let h = hard(pairs);
-        for m in modes.iter().filter(|m| !m.shipped) {
+        for m in modes.iter().filter(|m| m.fixed.is_none()) {
             match choose_by_false_hits(&sweep(&h, &grid, m.guards), args.max_false_hits) {
                 Some(c) => {
                     let _ = writeln!(
@@ -389,7 +405,7 @@ fn write_set_details(
     let _ = writeln!(md, "{header}\n{rule}");
     let per_mode: Vec<BTreeMap<String, calibrate::KindStats>> = chosen
         .iter()
-        .map(|(m, t)| calibrate::by_kind(scored, *t, m.guards))
+        .map(|(m, t)| calibrate::by_kind(&in_mode(scored, m.view), *t, m.guards))
         .collect();
     let kinds: Vec<String> = per_mode
         .first()
@@ -424,6 +440,7 @@ fn write_set_details(
     let _ = writeln!(md);
 
     for (m, t) in chosen.iter().filter(|(m, _)| m.guards) {
+        let scored = &in_mode(scored, m.view);
         let wrong: Vec<(&ScoredPair, &LabelledPair)> = scored
             .iter()
             .zip(pairs)
@@ -448,10 +465,23 @@ fn write_set_details(
             .zip(pairs)
             .filter(|(s, _)| s.same && s.cosine >= *t as f32 && !s.guard.is_pass())
             .collect();
+        let reworded = lost
+            .iter()
+            .filter(|(s, _)| s.guard.reason() == Some(GuardReason::Reworded))
+            .count();
+        let lost: Vec<_> = lost
+            .into_iter()
+            .filter(|(s, _)| s.guard.reason() != Some(GuardReason::Reworded))
+            .collect();
         let _ = writeln!(
             md,
-            "True duplicates above {t:.3} that the guards turned away ({}):\n",
-            lost.len()
+            "True duplicates above {t:.3} that the guards turned away ({}{}):\n",
+            lost.len(),
+            if reworded > 0 {
+                format!("; besides {reworded} turned away as reworded, not repeats, by design")
+            } else {
+                String::new()
+            }
         );
         for (s, p) in lost {
             let _ = writeln!(
@@ -518,7 +548,7 @@ fn write_dataset(md: &mut String, sets: &[(&str, &[LabelledPair])]) {
         md,
         "`cache-service/data/pairs/` (see its README): {total} pairs. `dev` and `test`: `fow-cache` 0.1.0 \
          question pairs (CC BY 4.0) and project-authored pairs (CC0), split by a fixed rule, stratified \
-         by source and kind. `holdout` to `holdout9`: project-authored pairs, each written after a \
+         by source and kind. `holdout` to `holdout10`: project-authored pairs, each written after a \
          version of the guards was frozen (see History).\n"
     );
     let mut header = String::from("| kind | same |");
