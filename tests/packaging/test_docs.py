@@ -94,7 +94,7 @@ class ConfigReferenceTest(unittest.TestCase):
         text = load_generator().render()
         for row in ("`maxTokens.models.<name>.cap`", "`routing.rules[].match.complexityBelow`",
                     "`routing.rules[].cascade.strong.model`", "`cache.rules[].ttlSeconds`",
-                    "`budgets.breaker.maxUsd` | number | required", "`cache.semantic.threshold` | number | `0.95`"):
+                    "`budgets.breaker.maxUsd` | number | required", "`cache.semantic.match` | string | `\"repeats\"`"):
             self.assertIn(row, text)
 
     def test_check_mode_detects_drift(self):
