@@ -203,8 +203,10 @@ def main():
     for i in range(3):
         chat("batch-jobs", "gpt-4o-mini", f"Extract the year from: 'founded in {1990 + i}'.", "tenant default max_tokens 256")
 
-    # The response cache (answered inside Envoy, cost 0): repeats hit exactly, paraphrases hit
-    # semantically (local ONNX embeddings), near-misses (a negation, another number) go upstream.
+    # The response cache (answered inside Envoy, cost 0): the same question hits exactly, a resent
+    # one with a greeting, other case or a typo hits semantically (local ONNX embeddings); a
+    # paraphrase is not served by default (`match: repeats`), near-misses (a negation, another
+    # number) go upstream.
     faq = "How do I reverse a list in Python?"
     chat("support-faq", "gpt-4o-mini", faq, "first ask: stored", temperature=0)
     chat("support-faq", "gpt-4o-mini", "How many grams of protein are in 100 grams of chicken breast?", "first ask: stored", temperature=0)
@@ -212,11 +214,12 @@ def main():
                 "streamed answer stored", temperature=0)
     settle()
     chat("support-faq", "gpt-4o-mini", faq, "same question", temperature=0)
-    chat("support-faq", "gpt-4o-mini", "How can I reverse a Python list?", "paraphrase", temperature=0)
+    chat("support-faq", "gpt-4o-mini", "hey, how do i reverse a list in pyhton", "repeat: greeting, case, typo", temperature=0)
+    chat("support-faq", "gpt-4o-mini", "How can I reverse a Python list?", "paraphrase: not served by default", temperature=0)
     chat("support-faq", "gpt-4o-mini", "How do I not reverse a list in Python?", "negation: guarded", temperature=0)
     chat("support-faq", "gpt-4o-mini", "How many grams of protein are in 200 grams of chicken breast?", "other number: guarded", temperature=0)
-    chat_stream("support-faq", "gpt-4o-mini", "Explain the difference between TCP and UDP.", True,
-                "paraphrase, replayed as SSE", temperature=0)
+    chat_stream("support-faq", "gpt-4o-mini", "hi! what is the difference between tcp and udp", True,
+                "repeat, replayed as SSE", temperature=0)
     chat("search-team", "gpt-4o-mini", faq, "another tenant: isolated", temperature=0)
 
     # Budgets (reserve the worst case on admit, settle the actual cost): a soft limit downgrades
