@@ -106,6 +106,9 @@ pub struct Engine {
     index: Partitions,
     embedder: Option<Arc<Batcher>>,
     meta: RwLock<HashMap<u64, Meta>>,
+    /// Entries by a hash of (partition, [`guards::repeat_key`] of their query): repeats found
+    /// without an embedding.
+    repeats: RwLock<HashMap<u64, Vec<u64>>>,
     pending: Mutex<HashMap<String, Pending>>,
     shadow: Mutex<VecDeque<ShadowRecord>>,
     puts_since_evict: Mutex<u64>,
@@ -134,6 +137,16 @@ fn install_complexity(
 ) -> bool {
     let same_model = embedder.is_some_and(|b| b.model_id() == classifier.model_id());
     same_model && slot.set(classifier).is_ok()
+}
+
+/// The repeat index slot of a query in a partition.
+fn repeat_slot(partition: &str, query: &str) -> Option<u64> {
+    use std::hash::{Hash, Hasher};
+    let key = guards::repeat_key(query)?;
+    let mut h = std::collections::hash_map::DefaultHasher::new();
+    partition.hash(&mut h);
+    key.hash(&mut h);
+    Some(h.finish())
 }
 
 pub fn now_secs() -> u64 {
@@ -171,6 +184,7 @@ impl Engine {
             index: Partitions::new(),
             embedder,
             meta: RwLock::new(HashMap::new()),
+            repeats: RwLock::new(HashMap::new()),
             pending: Mutex::new(HashMap::new()),
             shadow: Mutex::new(VecDeque::new()),
             puts_since_evict: Mutex::new(0),
@@ -258,6 +272,9 @@ impl Engine {
         if let Ok(mut m) = self.meta.write() {
             m.clear();
         }
+        if let Ok(mut r) = self.repeats.write() {
+            r.clear();
+        }
         if let Err(e) = self.load_all().await {
             tracing::warn!(error = %e, "cache index rebuild failed");
         }
@@ -305,6 +322,14 @@ impl Engine {
             self.metrics
                 .inc("tollgate_cache_index_errors_total", &[], 1);
         }
+        if let Some(key) = repeat_slot(&e.partition, &e.query)
+            && let Ok(mut r) = self.repeats.write()
+        {
+            let ids = r.entry(key).or_default();
+            if !ids.contains(&e.id) {
+                ids.push(e.id);
+            }
+        }
         if let Ok(mut m) = self.meta.write() {
             m.insert(
                 e.id,
@@ -323,6 +348,15 @@ impl Engine {
         let removed = self.meta.write().ok().and_then(|mut m| m.remove(&id));
         if let Some(meta) = removed {
             self.index.remove(&meta.partition, id);
+            if let Some(key) = repeat_slot(&meta.partition, &meta.query)
+                && let Ok(mut r) = self.repeats.write()
+                && let Some(ids) = r.get_mut(&key)
+            {
+                ids.retain(|x| *x != id);
+                if ids.is_empty() {
+                    r.remove(&key);
+                }
+            }
         }
     }
 
@@ -423,10 +457,19 @@ impl Engine {
         // scoring it would put an inference (milliseconds) on the fastest path for nothing.
         let complexity = if !req.complexity {
             None
-        } else if cache.outcome == CacheOutcome::HitExact {
+        } else if cache.outcome == CacheOutcome::HitExact
+            || (cache.outcome == CacheOutcome::HitSemantic && embedded.is_none())
+        {
             self.metrics.inc(
                 "tollgate_complexity_unscored_total",
-                &[("reason", "exact_hit")],
+                &[(
+                    "reason",
+                    if cache.outcome == CacheOutcome::HitExact {
+                        "exact_hit"
+                    } else {
+                        "repeat_hit"
+                    },
+                )],
                 1,
             );
             None
@@ -604,6 +647,23 @@ impl Engine {
         if q.query.is_empty() || self.settings.semantic == SemanticMode::Off {
             return (miss(None), None);
         }
+        // 2a. A repeat with the same content words (case, punctuation, greetings aside) is found
+        // by key, without an embedding: as fast as an exact hit.
+        if q.lookup
+            && self.settings.semantic == SemanticMode::Serve
+            && let Some(entry) = self.repeat_hit(req, q, now).await
+            && servable(&entry)
+        {
+            self.metrics
+                .inc("tollgate_cache_repeat_key_hits_total", &[], 1);
+            return (
+                CacheDecision {
+                    entry: Some(entry.completion),
+                    ..self.decision(CacheOutcome::HitSemantic)
+                },
+                None,
+            );
+        }
         let Some(embedder) = &self.embedder else {
             return (miss(None), None);
         };
@@ -674,6 +734,39 @@ impl Engine {
             self.remember(&req.request_id, Some(vector.clone()), shadow_sim);
         }
         (decision, Some(vector))
+    }
+
+    /// An entry whose query has the same repeat key as the request's, that the guards pass.
+    async fn repeat_hit(
+        &self,
+        req: &AdmitRequest,
+        q: &tollgate_wire::admit::CacheQuery,
+        now: u64,
+    ) -> Option<Entry> {
+        let key = repeat_slot(&q.partition, &q.query)?;
+        let ids = self.repeats.read().ok()?.get(&key).cloned()?;
+        for id in ids {
+            let Some(meta) = self.meta.read().ok().and_then(|m| m.get(&id).cloned()) else {
+                continue;
+            };
+            if meta.tenant != req.tenant
+                || meta.partition != q.partition
+                || (meta.expires_at != 0 && now >= meta.expires_at)
+            {
+                continue;
+            }
+            if self.settings.guards
+                && guards::check_with(&q.query, &meta.query, self.settings.match_mode)
+                    .reason()
+                    .is_some()
+            {
+                continue;
+            }
+            if let Ok(Some(e)) = self.store.get(id).await {
+                return Some(e);
+            }
+        }
+        None
     }
 
     fn remember(
@@ -988,6 +1081,12 @@ fn warm_request(api: Api, item: &WarmItem) -> serde_json::Value {
 
 fn describe(m: &Metrics) {
     m.describe(
+        "tollgate_cache_repeat_key_hits_total",
+        "counter",
+        "Semantic hits found by repeat key (the same content words in order), without an \
+         embedding.",
+    );
+    m.describe(
         "tollgate_complexity_scores_total",
         "counter",
         "Learned complexity scores returned on admit, by tenth (bucket = lower bound, 0.0-0.9).",
@@ -1002,7 +1101,7 @@ fn describe(m: &Metrics) {
         "tollgate_complexity_unscored_total",
         "counter",
         "Admits that asked for a complexity score and got none, by reason (exact_hit, \
-         no_classifier, no_text, embed_error, dimension).",
+         repeat_hit, no_classifier, no_text, embed_error, dimension).",
     );
     m.describe(
         "tollgate_complexity_training_seconds",

@@ -318,10 +318,28 @@ async fn exact_hits_are_not_scored_semantic_hits_are_for_free() {
         1
     );
 
-    // Semantic hit (same question, another exact key): the lookup's embedding is scored.
+    // The same question under another exact key: found by repeat key, served, not scored.
     let mut other = request(q, true);
     if let Some(c) = other.cache.as_mut() {
         c.exact_key = "c".repeat(64);
+    }
+    let resp = engine.admit(&other).await;
+    assert_eq!(resp.cache.outcome, CacheOutcome::HitSemantic);
+    assert_eq!(resp.complexity, None);
+    assert_eq!(fake.texts_embedded(), before);
+    assert_eq!(
+        metrics.counter(
+            "tollgate_complexity_unscored_total",
+            &[("reason", "repeat_hit")]
+        ),
+        1
+    );
+
+    // Semantic hit through the embedding (a typo changes the repeat key): the lookup's
+    // embedding is scored.
+    let mut other = request("Prove that there are infinitly many primes.", true);
+    if let Some(c) = other.cache.as_mut() {
+        c.exact_key = "d".repeat(64);
     }
     let reused = metrics.counter(
         "tollgate_complexity_embeddings_total",

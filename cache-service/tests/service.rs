@@ -766,6 +766,10 @@ async fn real_model_serves_repeats_by_default_and_paraphrases_when_asked() {
     .await;
     for (q, want) in [
         (
+            "Hi! HOW do I reverse a list in Python??",
+            CacheOutcome::HitSemantic,
+        ),
+        (
             "hey, how do i reverse a list in pyhton",
             CacheOutcome::HitSemantic,
         ),
@@ -780,6 +784,9 @@ async fn real_model_serves_repeats_by_default_and_paraphrases_when_asked() {
         m.contains("tollgate_cache_guard_rejections_total{reason=\"reworded\"} 1"),
         "{m}"
     );
+    // The first repeat has the same content words: found by key, without an embedding; the
+    // typo needed the embedding; the negation has the same key but the guards turn it away.
+    assert!(m.contains("tollgate_cache_repeat_key_hits_total 1"), "{m}");
     drop(s);
     // `match: paraphrases`: the paraphrase hits, the near-misses still do not.
     let s = build("paraphrases", Some(config.clone())).await;

@@ -200,6 +200,16 @@ pub fn check_analyzed(q: &Analysis, c: &Analysis) -> GuardVerdict {
     GuardVerdict::Pass
 }
 
+/// A key shared by repeats of `text` (its content words in order, see [`MatchMode::Repeats`]), so
+/// most repeats are found without an embedding; `None` when the text has no content word. Typos
+/// change the key: those repeats are found through the embedding. A key match is a candidate,
+/// not a verdict: the guards still decide ("not" is not a content word).
+pub fn repeat_key(text: &str) -> Option<String> {
+    let a = Analysis::new(text);
+    let words = content_sequence(&a);
+    (!words.is_empty()).then(|| words.join(" "))
+}
+
 /// Content words in order (numbers included): what a repeat keeps. Greetings and politeness
 /// are not content ("Hola, ...", "..., grazie").
 fn content_sequence(x: &Analysis) -> Vec<&str> {
