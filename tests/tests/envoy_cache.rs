@@ -130,6 +130,23 @@ async fn by_default_repeats_are_answered_by_the_proxy_and_paraphrases_are_not() 
     )
     .await;
     assert_eq!(rep.cache(), "hit-semantic", "{:?}", rep.headers);
+    // The same content words (greeting, case, punctuation aside): found by key, no embedding.
+    let key = ask_on(
+        &envoy,
+        "team-a",
+        "Hi! HOW do I reverse a list in Python??",
+        false,
+    )
+    .await;
+    assert_eq!(key.cache(), "hit-semantic", "{:?}", key.headers);
+    assert_eq!(
+        cache
+            .state
+            .engine
+            .metrics
+            .counter("tollgate_cache_repeat_key_hits_total", &[]),
+        1
+    );
     // A paraphrase goes to the provider unless `match: paraphrases` is configured.
     let para = ask_on(&envoy, "team-a", "How can I reverse a Python list?", false).await;
     assert_eq!(para.cache(), "miss", "{:?}", para.headers);
