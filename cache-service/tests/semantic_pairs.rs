@@ -25,34 +25,18 @@ const OTHER_KINDS: &[&str] = &[
 ];
 
 /// Every pairs file (`sources/` excepted: `dev` and `test` are its split).
-const FILES: &[&str] = &[
-    "dev.jsonl",
-    "test.jsonl",
-    "holdout.jsonl",
-    "holdout2.jsonl",
-    "holdout3.jsonl",
-    "holdout4.jsonl",
-    "holdout5.jsonl",
-    "holdout6.jsonl",
-    "holdout7.jsonl",
-    "holdout8.jsonl",
-    "holdout9.jsonl",
-    "holdout10.jsonl",
-];
+fn files() -> Vec<String> {
+    let mut f = vec!["dev.jsonl".to_string(), "test.jsonl".to_string()];
+    f.extend(holdouts());
+    f
+}
 
 /// The sets written after a version of the guards, each evaluated once while unseen.
-const HOLDOUTS: &[&str] = &[
-    "holdout.jsonl",
-    "holdout2.jsonl",
-    "holdout3.jsonl",
-    "holdout4.jsonl",
-    "holdout5.jsonl",
-    "holdout6.jsonl",
-    "holdout7.jsonl",
-    "holdout8.jsonl",
-    "holdout9.jsonl",
-    "holdout10.jsonl",
-];
+fn holdouts() -> Vec<String> {
+    let h = tollgate_cache_service::semantic::calibrate::holdout_files(&dir());
+    assert!(h.len() >= 10, "{h:?}");
+    h
+}
 
 fn dir() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("data/pairs")
@@ -75,7 +59,7 @@ fn s<'a>(v: &'a Value, k: &str) -> &'a str {
 #[test]
 fn pairs_are_well_formed_and_labels_match_kinds() {
     let mut ids = HashSet::new();
-    for &name in FILES {
+    for name in &files() {
         for p in load(name) {
             let (a, b, kind) = (s(&p, "a"), s(&p, "b"), s(&p, "kind"));
             let same = p["same"].as_bool().unwrap();
@@ -91,17 +75,10 @@ fn pairs_are_well_formed_and_labels_match_kinds() {
                 "label does not match kind: {p}"
             );
             let source = s(&p, "source");
-            match name {
-                "holdout.jsonl" => assert_eq!(source, "tollgate-holdout", "{p}"),
-                "holdout2.jsonl" => assert_eq!(source, "tollgate-holdout2", "{p}"),
-                "holdout3.jsonl" => assert_eq!(source, "tollgate-holdout3", "{p}"),
-                "holdout4.jsonl" => assert_eq!(source, "tollgate-holdout4", "{p}"),
-                "holdout5.jsonl" => assert_eq!(source, "tollgate-holdout5", "{p}"),
-                "holdout6.jsonl" => assert_eq!(source, "tollgate-holdout6", "{p}"),
-                "holdout7.jsonl" => assert_eq!(source, "tollgate-holdout7", "{p}"),
-                "holdout8.jsonl" => assert_eq!(source, "tollgate-holdout8", "{p}"),
-                "holdout9.jsonl" => assert_eq!(source, "tollgate-holdout9", "{p}"),
-                "holdout10.jsonl" => assert_eq!(source, "tollgate-holdout10", "{p}"),
+            match name.strip_suffix(".jsonl") {
+                Some(stem) if stem.starts_with("holdout") => {
+                    assert_eq!(source, format!("tollgate-{stem}"), "{p}")
+                }
                 _ => assert!(matches!(source, "fow-cache" | "tollgate"), "{p}"),
             }
             assert!(
@@ -148,7 +125,7 @@ fn enough_pairs_balanced_with_hard_negatives() {
 
 #[test]
 fn holdouts_are_half_true_duplicates_with_every_kind() {
-    for &name in HOLDOUTS {
+    for name in &holdouts() {
         let rows = load(name);
         let same = rows.iter().filter(|p| p["same"].as_bool().unwrap()).count();
         assert_eq!(
@@ -202,8 +179,9 @@ fn no_pair_is_in_two_files() {
         let (a, b) = (s(p, "a").to_lowercase(), s(p, "b").to_lowercase());
         if a < b { (a, b) } else { (b, a) }
     };
+    let all = files();
     let mut seen: std::collections::HashMap<(String, String), &str> = Default::default();
-    for &name in FILES {
+    for name in &all {
         for p in load(name) {
             if let Some(other) = seen.insert(key(&p), name) {
                 panic!("in {other} and {name}: {p}");

@@ -142,27 +142,22 @@ fn main() {
     let load_s = t0.elapsed().as_secs_f64();
 
     let dev_pairs = calibrate::load_pairs(&args.data.join("dev.jsonl")).unwrap();
-    let mut sets: Vec<(&str, Vec<LabelledPair>)> = vec![(
+    let holdouts = calibrate::holdout_files(&args.data);
+    // Newest first: the only set unseen by the current version leads the report.
+    let mut sets: Vec<(&str, Vec<LabelledPair>)> = holdouts
+        .iter()
+        .rev()
+        .map(|name| {
+            (
+                name.as_str(),
+                calibrate::load_pairs(&args.data.join(name)).unwrap(),
+            )
+        })
+        .collect();
+    sets.push((
         "test.jsonl",
         calibrate::load_pairs(&args.data.join("test.jsonl")).unwrap(),
-    )];
-    for name in [
-        "holdout.jsonl",
-        "holdout2.jsonl",
-        "holdout3.jsonl",
-        "holdout4.jsonl",
-        "holdout5.jsonl",
-        "holdout6.jsonl",
-        "holdout7.jsonl",
-        "holdout8.jsonl",
-        "holdout9.jsonl",
-        "holdout10.jsonl",
-    ] {
-        let path = args.data.join(name);
-        if path.exists() {
-            sets.insert(0, (name, calibrate::load_pairs(&path).unwrap()));
-        }
-    }
+    ));
     let t1 = Instant::now();
     let dev = calibrate::score_pairs(&embedder, &dev_pairs).unwrap();
     let scored: Vec<Vec<ScoredPair>> = sets

@@ -100,6 +100,27 @@ pub fn parse_pairs(text: &str, path: &Path) -> Result<Vec<LabelledPair>, Calibra
     Ok(out)
 }
 
+/// The held-out pair files in `dir` (`holdout.jsonl`, `holdout2.jsonl`, ...), oldest first.
+pub fn holdout_files(dir: &Path) -> Vec<String> {
+    let number = |name: &str| -> Option<u32> {
+        let n = name.strip_prefix("holdout")?.strip_suffix(".jsonl")?;
+        if n.is_empty() {
+            Some(1)
+        } else {
+            n.parse().ok()
+        }
+    };
+    let mut names: Vec<(u32, String)> = std::fs::read_dir(dir)
+        .map(|rd| {
+            rd.filter_map(|e| e.ok()?.file_name().into_string().ok())
+                .filter_map(|n| number(&n).map(|k| (k, n)))
+                .collect()
+        })
+        .unwrap_or_default();
+    names.sort();
+    names.into_iter().map(|(_, n)| n).collect()
+}
+
 /// Reads JSONL pairs from a file.
 pub fn load_pairs(path: &Path) -> Result<Vec<LabelledPair>, CalibrateError> {
     let text = std::fs::read_to_string(path).map_err(|source| CalibrateError::Io {
