@@ -159,13 +159,14 @@ pub fn check_with(query: &str, candidate: &str, mode: MatchMode) -> GuardVerdict
 /// [`check_analyzed`] in a [`MatchMode`]: with [`MatchMode::Repeats`], a pair the guards pass
 /// must also have the same content words in the same order.
 pub fn check_analyzed_with(q: &Analysis, c: &Analysis, mode: MatchMode) -> GuardVerdict {
-    let verdict = check_analyzed(q, c);
-    if mode == MatchMode::Repeats && verdict.is_pass() {
-        let fixed = fix_typos(q, c);
-        let c = fixed.as_ref().unwrap_or(c);
-        if content_sequence(q) != content_sequence(c) {
-            return GuardVerdict::Reject(GuardReason::Reworded);
-        }
+    // Typos ("chlid", "evenigns") would look like different words: spell them as the other side
+    // does before comparing.
+    let fixed = fix_typos(q, c);
+    let c = fixed.as_ref().unwrap_or(c);
+    let verdict = judge(q, c);
+    if mode == MatchMode::Repeats && verdict.is_pass() && content_sequence(q) != content_sequence(c)
+    {
+        return GuardVerdict::Reject(GuardReason::Reworded);
     }
     verdict
 }
@@ -173,10 +174,11 @@ pub fn check_analyzed_with(q: &Analysis, c: &Analysis, mode: MatchMode) -> Guard
 /// [`check`] on texts analysed beforehand (analyse a query once when comparing it with several
 /// candidates).
 pub fn check_analyzed(q: &Analysis, c: &Analysis) -> GuardVerdict {
-    // Typos ("chlid", "evenigns") would look like different words: spell them as the other side
-    // does before comparing.
-    let fixed = fix_typos(q, c);
-    let c = fixed.as_ref().unwrap_or(c);
+    check_analyzed_with(q, c, MatchMode::Paraphrases)
+}
+
+/// The guards on `c` as typo-fixed against `q`.
+fn judge(q: &Analysis, c: &Analysis) -> GuardVerdict {
     if let Some(reason) = numbers_differ(q, c) {
         return GuardVerdict::Reject(reason);
     }
