@@ -7,6 +7,8 @@ ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$ROOT"
 CARGO_TARGET_DIR=target/phase-timing cargo build --release --target wasm32-wasip1 \
   -p tollgate-filter --features phase-timing
+CARGO_TARGET_DIR=target/io-floor cargo build --release --target wasm32-wasip1 \
+  -p tollgate-filter --features phase-timing,io-floor
 cargo build --release -p tollgate-benches --bin load
 export TOLLGATE_WASM="$ROOT/target/phase-timing/wasm32-wasip1/release/tollgate_filter.wasm"
 out=benches/results/phases.md
@@ -24,6 +26,16 @@ out=benches/results/phases.md
   echo "## A path the filter does not meter (pass-through after the request headers)"
   echo
   LOAD_PATH=/internal/health target/release/load --phases "$@"
+  echo "## The I/O floor: metering's host I/O without its work (feature \`io-floor\`)"
+  echo
+  echo "The same LLM traffic through a build whose metered requests only do the host I/O metering"
+  echo "needs (read the request body, read the response headers and add four \`x-tollgate-*\`"
+  echo "headers, read the response body, set the access-log property) with fixed values: no"
+  echo "parsing, counting, pricing, governance or metrics (\`filter/src/glue/floor.rs\`). The"
+  echo "difference to the first table is the filter's compute in Envoy."
+  echo
+  TOLLGATE_WASM="$ROOT/target/io-floor/wasm32-wasip1/release/tollgate_filter.wasm" \
+    target/release/load --phases "$@"
 } > "$out.tmp"
 mv "$out.tmp" "$out"
 cat "$out"

@@ -17,6 +17,9 @@ use tollgate_wire::admit::{SettleBatch, SettleRecord};
 
 use crate::host::{Host, Level};
 
+#[cfg(feature = "io-floor")]
+mod floor;
+
 /// What a callback tells Envoy: continue the filter chain, or stop (buffer / wait).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Flow {
@@ -327,6 +330,9 @@ impl<H: Host> Stream<H> {
         if !self.exchange.is_metered() {
             return Flow::Continue;
         }
+        #[cfg(feature = "io-floor")]
+        return self.floor_request_body(body_size, end_of_stream);
+        #[allow(unreachable_code)]
         let Some(cfg) = self.config() else {
             return Flow::Continue;
         };
@@ -530,6 +536,9 @@ impl<H: Host> Stream<H> {
         if !self.exchange.is_metered() {
             return Flow::Continue;
         }
+        #[cfg(feature = "io-floor")]
+        return self.floor_response_headers(end_of_stream);
+        #[allow(unreachable_code)]
         let Some(cfg) = self.config() else {
             return Flow::Continue;
         };
@@ -557,6 +566,9 @@ impl<H: Host> Stream<H> {
         if !self.exchange.is_metered() {
             return Flow::Continue;
         }
+        #[cfg(feature = "io-floor")]
+        return self.floor_response_body(body_size, end_of_stream);
+        #[allow(unreachable_code)]
         let holding = self.exchange.is_holding();
         if holding && !end_of_stream {
             return Flow::Pause;

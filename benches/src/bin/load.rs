@@ -4,7 +4,8 @@
 //! it starts a fast fixed-response upstream, then Envoy without the filter, with it (defaults) and
 //! with it and `stopOnHeaders` (1 worker), measures startup (spawn -> ready and accepting) and RSS, warms up, and runs
 //! `wrk` with a Lua script that cycles through pre-generated distinct bodies. Prints a Markdown
-//! table and writes it to `benches/results/load.md`.
+//! table and writes it to `benches/results/load.md` (an experiment does not: `LOAD_CONFIG`,
+//! `LOAD_PATH` or `TOLLGATE_WASM` set).
 //!
 //! Each configuration runs `--repeat` times, alternating with and without the filter, and the
 //! run with the median throughput is reported (the client, upstream and Envoy share 2 cores).
@@ -450,8 +451,12 @@ async fn main() {
     println!("{md}");
     let out = workspace_root().join("benches/results");
     let _ = std::fs::create_dir_all(&out);
-    // An experiment with LOAD_CONFIG does not replace the committed results.
-    if std::env::var_os("LOAD_CONFIG").is_none() && !a.phases {
+    // An experiment (LOAD_CONFIG, another build of the filter) does not replace the committed
+    // results.
+    let experiment = ["LOAD_CONFIG", "TOLLGATE_WASM", "LOAD_PATH"]
+        .iter()
+        .any(|v| std::env::var_os(v).is_some());
+    if !experiment && !a.phases {
         let _ = std::fs::write(out.join("load.md"), &md);
     }
     let _ = std::fs::remove_dir_all(&dir);
