@@ -1,17 +1,18 @@
 // Runs the wasm32-wasip1 benchmark command under Node.js (V8) with WASI
-// preview1: node run.mjs MODULE.wasm CORPUS_DIR [SECONDS_PER_CASE]
+// preview1: node run.mjs MODULE.wasm CORPUS_DIR [ARGS...] (the command sees the corpus as
+// /corpus, then ARGS: SECONDS_PER_CASE for bpe-wasm, default 1; SIZE SWEEP_KB for core-wasm)
 import { readFile, stat } from 'node:fs/promises';
 import { resolve } from 'node:path';
 import { WASI } from 'node:wasi';
 
-const [modulePath, corpusDir, secs = '1'] = process.argv.slice(2);
+const [modulePath, corpusDir, ...rest] = process.argv.slice(2);
 if (!modulePath || !corpusDir) {
-  console.error('usage: node run.mjs MODULE.wasm CORPUS_DIR [SECONDS]');
+  console.error('usage: node run.mjs MODULE.wasm CORPUS_DIR [ARGS...]');
   process.exit(2);
 }
 const wasi = new WASI({
   version: 'preview1',
-  args: ['bpe-wasm-bench', '/corpus', secs],
+  args: ['bench', '/corpus', ...(rest.length ? rest : ['1'])],
   env: {},
   preopens: { '/corpus': resolve(corpusDir) },
   returnOnExit: true,
