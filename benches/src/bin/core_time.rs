@@ -93,53 +93,6 @@ fn main() {
         let _ = o.counters(&mut card);
         let _ = o.properties();
     });
-    // The whole exchange again, phase by phase (native clock between the phases).
-    let mut phases = [0f64; 6];
-    let reps = std::env::var("CORE_TIME_REPS")
-        .ok()
-        .and_then(|s| s.parse().ok())
-        .unwrap_or(5usize);
-    for _ in 0..reps {
-        for b in &bodies {
-            let mut cache = CountCache::new(0, 1);
-            let t0 = Instant::now();
-            let mut x = tollgate_core::Exchange::new();
-            let _ =
-                x.on_request_headers(&stop, "POST", "/v1/chat/completions", &req_headers, false);
-            let t1 = Instant::now();
-            let _ = x.on_request_body(&stop, &mut cache, b.len(), true, || {
-                Some(b.as_bytes().to_vec())
-            });
-            let t2 = Instant::now();
-            let _ = x.on_response_headers(&stop, 200, &resp_headers, false);
-            let t3 = Instant::now();
-            let _ = x.on_response_body(resp, true);
-            let t4 = Instant::now();
-            let o = x.take_outcome().unwrap();
-            let mut card = tollgate_core::metrics::Cardinality::new(100, 100);
-            o.each_counter(&mut card, |_, _, _| {});
-            let t5 = Instant::now();
-            let _ = o.log_line();
-            let t6 = Instant::now();
-            for (i, (a, z)) in [(t0, t1), (t1, t2), (t2, t3), (t3, t4), (t4, t5), (t5, t6)]
-                .iter()
-                .enumerate()
-            {
-                phases[i] += (*z - *a).as_secs_f64();
-            }
-        }
-    }
-    let per = |x: f64| x * 1e6 / (reps * n) as f64;
-    println!(
-        "  by phase (us): request headers {:.2}, request body {:.2}, response headers {:.2}, \
-         response body {:.2}, counters {:.2}, log line {:.2}",
-        per(phases[0]),
-        per(phases[1]),
-        per(phases[2]),
-        per(phases[3]),
-        per(phases[4]),
-        per(phases[5])
-    );
     time("parse + count (filter)", &|b| {
         let mut cache = CountCache::new(0, 1);
         let _ =
