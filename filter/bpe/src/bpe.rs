@@ -60,8 +60,23 @@ pub(crate) fn encode_piece<S: Sink>(v: &Vocab, piece: &[u8], sink: &mut S) {
         return;
     }
     let h = hash_bytes(piece);
+    #[cfg(feature = "memo")]
+    let key = if n <= 8 {
+        let key = crate::hash::pack_short(piece);
+        if let Some(r) = crate::memo::hot_get(v.id(), key, n, h) {
+            sink.push(r);
+            return;
+        }
+        Some(key)
+    } else {
+        None
+    };
     let r = v.probe(piece, h);
     if r != NONE {
+        #[cfg(feature = "memo")]
+        if let Some(key) = key {
+            crate::memo::hot_put(v.id(), key, n, h, r);
+        }
         sink.push(r);
         return;
     }

@@ -197,3 +197,33 @@ fn concurrent_counting() {
         assert_eq!(common::reference(*enc).encode_ordinary(&text).len(), *want);
     }
 }
+
+/// The cache of recently seen short tokens (4,096 slots shared by both encodings) stays exact
+/// when the same pieces alternate between encodings, when far more distinct pieces than slots
+/// evict each other, and for pieces that differ only in length or trailing bytes.
+#[test]
+fn hot_token_cache_stays_exact() {
+    // Thousands of distinct 3-8 byte words (more than the cache has slots), twice over.
+    let words: Vec<String> = (0..12_000u32)
+        .map(|i| {
+            let s: String = format!("{i:x}")
+                .chars()
+                .map(|c| char::from(b'a' + (c.to_digit(16).unwrap_or(0) as u8 % 26)))
+                .collect();
+            format!(" {s}")
+        })
+        .collect();
+    let text = words.concat();
+    let twice = format!("{text}{text}");
+    // Same bytes up to a length: "abc", "abc\0", "abcd"… and pieces that pack alike.
+    let near = " abc abc\u{0} abcd ab\u{0}c the the\u{0} theme them\u{0}\u{0} thé thee ".repeat(50);
+    for round in 0..3 {
+        for text in [&twice, &near, &text] {
+            for enc in Encoding::ALL {
+                if let Some(m) = common::diff(enc, text) {
+                    panic!("round {round}: {m}");
+                }
+            }
+        }
+    }
+}
