@@ -628,7 +628,9 @@ impl<H: Host> Stream<H> {
             }
             None => {}
         }
-        if let Some(rec) = outcome.settle_record(self.host.now_nanos() / 1_000_000)
+        // Settle records exist only with a cache service; the clock is a host call.
+        if outcome.cache.is_some()
+            && let Some(rec) = outcome.settle_record(self.host.now_nanos() / 1_000_000)
             && let Ok(mut p) = self.plugin.try_borrow_mut()
             && let Some(p) = p.as_mut()
         {

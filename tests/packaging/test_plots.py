@@ -49,8 +49,8 @@ class ExtractionTest(unittest.TestCase):
         d = load_plot().extract()
         load = {(r["prompt"], r["envoy"]): r for r in d["load"]["rows"]}
         self.assertEqual(12, len(load))
-        self.assertEqual(28786, load[("2 KB en+code", "no filter")]["req_s"])
-        self.assertEqual(2343, load[("32 KB multilingual", "Tollgate, defaults")]["req_s"])
+        self.assertEqual(30744, load[("2 KB en+code", "no filter")]["req_s"])
+        self.assertEqual(2666, load[("32 KB multilingual", "Tollgate, defaults")]["req_s"])
         admit = {(r["entries"], r["c"]): r for r in d["cache_admit"]["rows"]}
         self.assertEqual({"p50": 8.8, "p99": 15.9}, admit[("100k", 1)]["semantic_miss_ms"])
         self.assertEqual({"p50": 0.026, "p99": 0.055}, admit[("10k", 1)]["exact_hit_ms"])

@@ -336,13 +336,14 @@ pub fn parse(
     cfg: &Config,
     cache: &mut CountCache,
 ) -> Result<ParsedRequest, Rejection> {
-    if std::str::from_utf8(body).is_err() {
+    // Validated once here; `from_str` then parses without checking each string again.
+    let Ok(body) = std::str::from_utf8(body) else {
         return Err(invalid(api, "request body is not valid UTF-8"));
-    }
+    };
     let de_err = |e: serde_json::Error| invalid(api, format!("invalid request body: {e}"));
     match api {
         Api::OpenAiChat => {
-            let r: ChatRequest<'_> = serde_json::from_slice(body).map_err(de_err)?;
+            let r: ChatRequest<'_> = serde_json::from_str(body).map_err(de_err)?;
             let model = model_name(api, &r.model)?;
             let tokenizer = tokenizer_for(&model, &cfg.tokenizer);
             let mut t = Tally {
@@ -416,7 +417,7 @@ pub fn parse(
             })
         }
         Api::OpenAiCompletions => {
-            let r: CompletionsRequest<'_> = serde_json::from_slice(body).map_err(de_err)?;
+            let r: CompletionsRequest<'_> = serde_json::from_str(body).map_err(de_err)?;
             let model = model_name(api, &r.model)?;
             let tokenizer = tokenizer_for(&model, &cfg.tokenizer);
             let mut t = Tally {
@@ -454,7 +455,7 @@ pub fn parse(
             })
         }
         Api::OpenAiResponses => {
-            let r: ResponsesRequest<'_> = serde_json::from_slice(body).map_err(de_err)?;
+            let r: ResponsesRequest<'_> = serde_json::from_str(body).map_err(de_err)?;
             let model = model_name(api, &r.model)?;
             let tokenizer = tokenizer_for(&model, &cfg.tokenizer);
             let mut t = Tally {
@@ -520,7 +521,7 @@ pub fn parse(
             })
         }
         Api::AnthropicMessages => {
-            let r: AnthropicRequest<'_> = serde_json::from_slice(body).map_err(de_err)?;
+            let r: AnthropicRequest<'_> = serde_json::from_str(body).map_err(de_err)?;
             let model = model_name(api, &r.model)?;
             let tokenizer = tokenizer_for(&model, &cfg.tokenizer);
             let mut t = Tally {
