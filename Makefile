@@ -60,7 +60,7 @@ lint:
 	$(CARGO) fmt --all -- --check
 	$(CARGO) clippy --workspace --all-targets -- -D warnings
 	# The benchmark-only builds of the filter (benches/phases.sh) must keep compiling too.
-	$(CARGO) clippy -p tollgate-filter --target wasm32-wasip1 --features phase-timing,io-floor -- -D warnings
+	$(CARGO) clippy -p tollgate-filter --target wasm32-wasip1 --features phase-timing,io-floor,free-count -- -D warnings
 
 clean: down
 	$(CARGO) clean

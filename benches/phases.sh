@@ -9,6 +9,8 @@ CARGO_TARGET_DIR=target/phase-timing cargo build --release --target wasm32-wasip
   -p tollgate-filter --features phase-timing
 CARGO_TARGET_DIR=target/io-floor cargo build --release --target wasm32-wasip1 \
   -p tollgate-filter --features phase-timing,io-floor
+CARGO_TARGET_DIR=target/free-count cargo build --release --target wasm32-wasip1 \
+  -p tollgate-filter --features phase-timing,free-count
 cargo build --release -p tollgate-benches --bin load
 export TOLLGATE_WASM="$ROOT/target/phase-timing/wasm32-wasip1/release/tollgate_filter.wasm"
 out=benches/results/phases.md
@@ -35,6 +37,14 @@ out=benches/results/phases.md
   echo "difference to the first table is the filter's compute in Envoy."
   echo
   TOLLGATE_WASM="$ROOT/target/io-floor/wasm32-wasip1/release/tollgate_filter.wasm" \
+    target/release/load --phases "$@"
+  echo "## Everything but the count (feature \`free-count\`)"
+  echo
+  echo "The same LLM traffic through a build that does all the filter's work except counting:"
+  echo "prompt texts are taken as a quarter of their bytes (\`CountCache::count\` in"
+  echo "\`filter/core/src/count.rs\`). What any tokenizer, however fast, would leave."
+  echo
+  TOLLGATE_WASM="$ROOT/target/free-count/wasm32-wasip1/release/tollgate_filter.wasm" \
     target/release/load --phases "$@"
 } > "$out.tmp"
 mv "$out.tmp" "$out"

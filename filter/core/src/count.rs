@@ -124,6 +124,12 @@ impl CountCache {
 
     /// Counts `text` with `enc`, memoising long texts.
     pub fn count(&mut self, enc: Encoding, text: &str) -> u64 {
+        #[cfg(feature = "free-count")]
+        {
+            let _ = enc;
+            return text.len() as u64 / 4;
+        }
+        #[allow(unreachable_code)]
         if text.len() < MEMO_MIN_BYTES || self.capacity == 0 {
             return enc.count(text) as u64;
         }
